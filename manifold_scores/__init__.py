@@ -1,0 +1,35 @@
+"""manifold_scores: exact scores, losses, models and samplers for data on manifolds, in JAX.
+
+Example:
+    >>> import jax, manifold_scores as ms
+    >>> mix = ms.MoLRG.random(jax.random.key(0), dim=8, rank=2, num_components=2)
+    >>> score = ms.score_fn(mix, ms.VP())
+    >>> score(mix.sample(jax.random.key(1), 1)[0], 0.5).shape
+    (8,)
+"""
+
+from manifold_scores import mixtures, processes, scores
+from manifold_scores.densities import Density, Empirical, MoLRG
+from manifold_scores.mixtures import MixtureStats
+from manifold_scores.processes import EDM, VE, VP, CosineVP, Flow, Process
+from manifold_scores.scores import denoiser_fn, score_fn
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CosineVP",
+    "Density",
+    "EDM",
+    "Empirical",
+    "Flow",
+    "MixtureStats",
+    "MoLRG",
+    "Process",
+    "VE",
+    "VP",
+    "denoiser_fn",
+    "mixtures",
+    "processes",
+    "score_fn",
+    "scores",
+]

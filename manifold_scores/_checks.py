@@ -1,0 +1,125 @@
+"""Input validation shared by every module.
+
+Shapes are checked at trace time (they are static). Values are checked only where they are
+concrete (constructors and eager calls); a traced value cannot be inspected without a host
+round-trip, so under ``jit`` value checks are skipped rather than turned into silent NaNs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "is_concrete",
+    "as_float_array",
+    "check_point",
+    "check_positive",
+    "check_nonnegative",
+    "check_probability_vector",
+    "check_orthonormal",
+    "check_ndim",
+    "check_nonempty",
+    "check_noise_levels",
+]
+
+
+def is_concrete(value: Any) -> bool:
+    """True when ``value`` holds numbers that can be read now (not a tracer)."""
+    if isinstance(value, jax.core.Tracer):
+        return False
+    return isinstance(value, (np.ndarray, jax.Array, float, int, np.floating, np.integer))
+
+
+def is_array_like(value: Any) -> bool:
+    """True for arrays, tracers and Python numbers; False for PyTree placeholders."""
+    return isinstance(value, (np.ndarray, jax.Array, jax.core.Tracer, float, int, list, tuple,
+                              np.floating, np.integer))
+
+
+def as_float_array(value: Any, name: str) -> jax.Array:
+    """``jnp.asarray`` that keeps floats, promotes ints to the default float dtype."""
+    arr = jnp.asarray(value)
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+        if jnp.issubdtype(arr.dtype, jnp.complexfloating):
+            raise ValueError(f"{name} must be real, got dtype {arr.dtype}")
+        arr = arr.astype(jnp.result_type(float))
+    return arr
+
+
+def check_ndim(value: Any, ndim: int, name: str, shape_hint: str) -> None:
+    if jnp.ndim(value) != ndim:
+        raise ValueError(f"{name} must have shape {shape_hint}, got shape {jnp.shape(value)}")
+
+
+def check_point(x: Any, dim: int, name: str = "x") -> None:
+    """One point of shape ``(dim,)``; batches come from ``jax.vmap`` at the call site."""
+    shape = jnp.shape(x)
+    if shape != (dim,):
+        hint = " (batches: wrap the call in jax.vmap)" if len(shape) == 2 else ""
+        raise ValueError(f"{name} must have shape ({dim},), got shape {shape}{hint}")
+
+
+def check_scalar(value: Any, name: str) -> None:
+    if jnp.ndim(value) != 0:
+        raise ValueError(
+            f"{name} must be a scalar, got shape {jnp.shape(value)} (batches: use jax.vmap)"
+        )
+
+
+def check_positive(value: Any, name: str) -> None:
+    """Scalar-or-array ``> 0`` (checked when concrete)."""
+    if is_concrete(value):
+        arr = np.asarray(value)
+        if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+            raise ValueError(f"{name} must be positive and finite, got {arr}")
+
+
+def check_nonnegative(value: Any, name: str) -> None:
+    if is_concrete(value):
+        arr = np.asarray(value)
+        if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+            raise ValueError(f"{name} must be non-negative and finite, got {arr}")
+
+
+def check_noise_levels(alpha: Any, sigma: Any) -> None:
+    """``alpha >= 0`` and ``sigma > 0``, both scalars."""
+    check_scalar(alpha, "alpha")
+    check_scalar(sigma, "sigma")
+    check_positive(sigma, "sigma")
+    check_nonnegative(alpha, "alpha")
+
+
+def check_probability_vector(weights: Any, name: str = "weights", atol: float | None = None):
+    """Non-negative entries summing to one (checked when concrete)."""
+    check_ndim(weights, 1, name, "(K,)")
+    if is_concrete(weights):
+        w = np.asarray(weights, dtype=np.float64)
+        tol = atol if atol is not None else 1e-5 if np.asarray(weights).dtype == np.float32 else 1e-10
+        if not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise ValueError(f"{name} must be non-negative and finite")
+        if abs(w.sum() - 1.0) > tol * max(1, len(w)):
+            raise ValueError(f"{name} must sum to one, got sum {w.sum():.6g}")
+
+
+def check_orthonormal(bases: Any, name: str = "bases") -> None:
+    """Columns of each ``(d, r)`` block orthonormal: ``U^T U = I`` (checked when concrete)."""
+    if is_concrete(bases):
+        u = np.asarray(bases, dtype=np.float64)
+        gram = np.einsum("...dr,...ds->...rs", u, u)
+        eye = np.eye(u.shape[-1])
+        tol = 1e-4 if np.asarray(bases).dtype == np.float32 else 1e-8
+        err = np.max(np.abs(gram - eye)) if gram.size else 0.0
+        if err > tol:
+            raise ValueError(
+                f"{name} must have orthonormal columns (U^T U = I); max |U^T U - I| = {err:.3g}. "
+                "Orthonormalise with jnp.linalg.qr first."
+            )
+
+
+def check_nonempty(points: Any, name: str = "points") -> None:
+    if jnp.shape(points)[0] == 0:
+        raise ValueError(f"{name} must hold at least one point, got shape {jnp.shape(points)}")

@@ -1,0 +1,7 @@
+"""Data laws with exact noised ``log_prob``, ``score`` and ``denoise``."""
+
+from manifold_scores.densities.base import Density
+from manifold_scores.densities.empirical import Empirical
+from manifold_scores.densities.molrg import MoLRG
+
+__all__ = ["Density", "Empirical", "MoLRG"]

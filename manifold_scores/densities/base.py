@@ -1,0 +1,51 @@
+"""The density protocol shared by every data law.
+
+A density is a frozen PyTree dataclass with
+
+    sample(key, n)                 -> (n, d) clean samples
+    log_prob(x, alpha, sigma)      -> ()    log density of alpha X + sigma Z at x
+    score(x, alpha, sigma)         -> (d,)  grad_x log_prob
+    denoise(x, alpha, sigma)       -> (d,)  E[X | alpha X + sigma Z = x]
+
+on one point ``x`` of shape ``(d,)``; batches come from ``jax.vmap``. Mixture-backed densities
+implement :meth:`Density.stats` once (one streamed pass gives all four statistics) and inherit
+the rest; the unused outputs are removed by XLA's dead-code elimination under ``jit``.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from manifold_scores.mixtures import MixtureStats, divergence
+
+__all__ = ["Density"]
+
+
+class Density:
+    """Base class: subclasses define ``dim`` and either :meth:`stats` or all four methods."""
+
+    @property
+    def dim(self) -> int:
+        raise NotImplementedError
+
+    def sample(self, key: jax.Array, n: int) -> jax.Array:
+        raise NotImplementedError
+
+    def stats(self, x, alpha, sigma) -> MixtureStats:
+        raise NotImplementedError(f"{type(self).__name__} does not expose mixture statistics")
+
+    def log_prob(self, x, alpha, sigma) -> jax.Array:
+        """``log p_{alpha,sigma}(x)`` of ``alpha X + sigma Z``."""
+        return self.stats(x, alpha, sigma).log_prob
+
+    def score(self, x, alpha, sigma) -> jax.Array:
+        """``grad_x log p_{alpha,sigma}(x)``."""
+        return self.stats(x, alpha, sigma).score
+
+    def denoise(self, x, alpha, sigma) -> jax.Array:
+        """Posterior mean ``E[X | alpha X + sigma Z = x]`` (Tweedie)."""
+        return self.stats(x, alpha, sigma).mean
+
+    def score_divergence(self, x, alpha, sigma) -> jax.Array:
+        """``div_x score`` in closed form: ``-d/sigma^2 + alpha^2 tr Cov[X|x] / sigma^4``."""
+        return divergence(self.stats(x, alpha, sigma), alpha, sigma)
