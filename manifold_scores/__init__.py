@@ -9,7 +9,14 @@ Example:
 """
 
 from manifold_scores import mixtures, processes, scores
-from manifold_scores.densities import Density, Empirical, MoLRG
+from manifold_scores.densities import (
+    Circle,
+    Density,
+    Empirical,
+    MoLRG,
+    Sphere,
+    VonMises,
+)
 from manifold_scores.mixtures import MixtureStats
 from manifold_scores.processes import EDM, VE, VP, CosineVP, Flow, Process
 from manifold_scores.scores import denoiser_fn, score_fn
@@ -17,6 +24,7 @@ from manifold_scores.scores import denoiser_fn, score_fn
 __version__ = "0.1.0"
 
 __all__ = [
+    "Circle",
     "CosineVP",
     "Density",
     "EDM",
@@ -25,8 +33,10 @@ __all__ = [
     "MixtureStats",
     "MoLRG",
     "Process",
+    "Sphere",
     "VE",
     "VP",
+    "VonMises",
     "denoiser_fn",
     "mixtures",
     "processes",

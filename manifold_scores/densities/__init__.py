@@ -2,6 +2,18 @@
 
 from manifold_scores.densities.base import Density
 from manifold_scores.densities.empirical import Empirical
+from manifold_scores.densities.manifolds import (
+    Circle,
+    Sphere,
+    VonMises,
+)
 from manifold_scores.densities.molrg import MoLRG
 
-__all__ = ["Density", "Empirical", "MoLRG"]
+__all__ = [
+    "Circle",
+    "Density",
+    "Empirical",
+    "MoLRG",
+    "Sphere",
+    "VonMises",
+]
