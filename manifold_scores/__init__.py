@@ -8,7 +8,7 @@ Example:
     (8,)
 """
 
-from manifold_scores import mixtures, processes, scores
+from manifold_scores import likelihood, mixtures, processes, sampling, scores
 from manifold_scores.densities import (
     Circle,
     Density,
@@ -38,8 +38,10 @@ __all__ = [
     "VP",
     "VonMises",
     "denoiser_fn",
+    "likelihood",
     "mixtures",
     "processes",
+    "sampling",
     "score_fn",
     "scores",
 ]
