@@ -4,7 +4,12 @@ from manifold_scores.densities.base import Density
 from manifold_scores.densities.empirical import Empirical
 from manifold_scores.densities.manifolds import (
     Circle,
+    Ellipse,
+    FlatTorus,
+    Parametric,
+    RingTorus,
     Sphere,
+    SwissRoll,
     VonMises,
 )
 from manifold_scores.densities.molrg import MoLRG
@@ -12,8 +17,13 @@ from manifold_scores.densities.molrg import MoLRG
 __all__ = [
     "Circle",
     "Density",
+    "Ellipse",
     "Empirical",
+    "FlatTorus",
     "MoLRG",
+    "Parametric",
+    "RingTorus",
     "Sphere",
+    "SwissRoll",
     "VonMises",
 ]
