@@ -122,17 +122,26 @@ def log_prob(score, proc, x, t_min=1e-3, divergence="exact", *, key=None, t_max=
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
+    if divergence == "hutchinson" and key is None:
+        raise ValueError("key must be given for divergence='hutchinson'")
+    steps = sampling._check_steps(steps)
+    if kind not in sampling.GRID_KINDS:
+        raise ValueError(f"kind must be one of {sampling.GRID_KINDS}, got {kind!r}")
+    t_max = proc.t_max if t_max is None else t_max
+    sampling._check_interval(t_min, t_max)
+    return _log_prob_jit(x, proc, t_min, t_max, key if divergence == "hutchinson" else None,
+                         score=score, divergence=divergence, steps=steps, method=method,
+                         kind=kind, probe=probe, prior=prior)
+
+
+def _log_prob_impl(x, proc, t_min, t_max, key, *, score, divergence, steps, method, kind, probe,
+                   prior):
     dtype = x.dtype
     z = None
     if divergence == "hutchinson":
-        if key is None:
-            raise ValueError("key must be given for divergence='hutchinson'")
-        if probe == "gaussian":
-            z = jax.random.normal(key, x.shape, dtype)
-        else:
-            z = jax.random.rademacher(key, x.shape, dtype)
-    t_max = proc.t_max if t_max is None else t_max
-    ts = sampling.time_grid(proc, steps, kind, t_min=t_min, t_max=t_max, dtype=dtype)[::-1]
+        draw = jax.random.normal if probe == "gaussian" else jax.random.rademacher
+        z = draw(key, x.shape, dtype)
+    ts = sampling._grid(proc, steps, kind, t_min, t_max, 7.0, dtype)[::-1]
     score_div = _score_and_div(score, divergence, z)
     d = x.shape[0]
 
@@ -148,6 +157,10 @@ def log_prob(score, proc, x, t_min=1e-3, divergence="exact", *, key=None, t_max=
     x_t, delta = sampling._run(solver, field, proc, ts, state, None, None, steps)
     log_prior = prior_log_prob(proc, x_t[0], t_max) if prior is None else prior(x_t[0])
     return log_prior + delta[0]
+
+
+_log_prob_jit = sampling._maybe_jit(
+    _log_prob_impl, ("score", "divergence", "steps", "method", "kind", "probe", "prior"))
 
 
 def bits_per_dim(log_prob_value, dim: int, scale: float = 1.0):
