@@ -179,7 +179,7 @@ def isotropic_logits(x, points, log_weights, alpha, sigma) -> jax.Array:
 
 
 def isotropic(x, points, log_weights, alpha, sigma, *, chunk_size: int | None = DEFAULT_CHUNK_SIZE,
-              refine: int = 8) -> MixtureStats:
+              refine: int | None = None, refine_tol: float = 1e-6) -> MixtureStats:
     """Statistics of ``sum_i exp(log_weights_i) N(alpha y_i, sigma^2 I)`` at one point.
 
     Posterior weights ``w_i = softmax_i(l_i - |x - alpha y_i|^2 / (2 sigma^2))``;
@@ -192,7 +192,12 @@ def isotropic(x, points, log_weights, alpha, sigma, *, chunk_size: int | None = 
             allowed for empty components).
         alpha, sigma: noise levels (scalars, ``sigma > 0``).
         chunk_size: components per streamed chunk (static). ``None`` means one chunk.
-        refine: per chunk, how many best candidates get exact distances (static; 0 disables).
+        refine: per chunk, how many best candidates get exact distances (static). ``None``
+            chooses 32 below 64-bit precision and 0 in float64, where the expansion's error
+            ``eps |y|^2 / sigma^2`` stays below ``1e-8`` nats down to ``sigma = 1e-4``.
+        refine_tol: refinement runs only when the expansion's logit error bound
+            ``eps * 2 alpha^2 max|y|^2 / (2 sigma^2)`` exceeds this many nats (a ``lax.cond`` on
+            unbatched values, so large-sigma calls skip the shortlist).
 
     Returns:
         :class:`MixtureStats`.
@@ -201,49 +206,62 @@ def isotropic(x, points, log_weights, alpha, sigma, *, chunk_size: int | None = 
     n, d = points.shape
     (pts, lw), num_chunks, size = _pad_chunks(
         (points, log_weights), (0.0, -jnp.inf), n, chunk_size)
+    eps = float(jnp.finfo(x.dtype).eps)
+    if refine is None:
+        refine = 0 if jnp.finfo(x.dtype).bits >= 64 else 32
     k = min(int(refine), size)
     inv_two_var = 0.5 / (sigma * sigma)
     x_sq = jnp.sum(x * x)
+
+    def plain(y, lw_c, y_sq, dist_sq):
+        def mean(w):
+            return jnp.dot(w, y, precision=HIGHEST)
+
+        def delta(w):
+            return alpha * mean(w) - jnp.sum(w) * x
+
+        return _finalize_chunk(lw_c - dist_sq * inv_two_var, mean, delta, dist_sq, _no_within,
+                               y_sq)
+
+    def refined(y, lw_c, y_sq, dist_sq):
+        _, idx = lax.top_k(lw_c - dist_sq * inv_two_var, k)
+        y_top = y[idx]
+        diff_top = alpha * y_top - x  # exact differences for the candidates that matter
+        dist_sq = dist_sq.at[idx].set(jnp.sum(diff_top * diff_top, axis=-1))
+
+        def mean(w):
+            w_top, w_rest = w[idx], w.at[idx].set(0.0)
+            return jnp.dot(w_rest, y, precision=HIGHEST) + jnp.dot(w_top, y_top, precision=HIGHEST)
+
+        def delta(w):
+            w_top, w_rest = w[idx], w.at[idx].set(0.0)
+            rest = alpha * jnp.dot(w_rest, y, precision=HIGHEST) - jnp.sum(w_rest) * x
+            return rest + jnp.dot(w_top, diff_top, precision=HIGHEST)
+
+        return _finalize_chunk(lw_c - dist_sq * inv_two_var, mean, delta, dist_sq, _no_within,
+                               y_sq)
+
+    if k > 0:
+        # Decided from unbatched values, so under vmap over x this stays a real branch.
+        y_max_sq = jnp.max(jnp.sum(points * points, axis=-1))
+        needs_refine = eps * alpha * alpha * y_max_sq * inv_two_var * 2.0 > refine_tol
 
     def chunk_fn(chunk):
         y, lw_c = chunk
         y_sq = jnp.sum(y * y, axis=-1)
         xy = jnp.dot(y, x, precision=HIGHEST)
         dist_sq = jnp.maximum(x_sq - 2.0 * alpha * xy + alpha * alpha * y_sq, 0.0)
-        logits = lw_c - dist_sq * inv_two_var
         if k == 0:
-            def mean(w):
-                return jnp.dot(w, y, precision=HIGHEST)
-
-            def delta(w):
-                return alpha * mean(w) - jnp.sum(w) * x
-
-            return _finalize_chunk(logits, mean, delta, dist_sq, lambda w: 0.0 * w[0], y_sq)
-
-        _, idx = lax.top_k(logits, k)
-        y_top = y[idx]
-        diff_top = alpha * y_top - x  # exact differences for the candidates that matter
-        dist_top = jnp.sum(diff_top * diff_top, axis=-1)
-        logits = logits.at[idx].set(lw_c[idx] - dist_top * inv_two_var)
-        dist_sq = dist_sq.at[idx].set(dist_top)
-
-        def split(w):
-            return w[idx], w.at[idx].set(0.0)
-
-        def mean(w):
-            w_top, w_rest = split(w)
-            return jnp.dot(w_rest, y, precision=HIGHEST) + jnp.dot(w_top, y_top, precision=HIGHEST)
-
-        def delta(w):
-            w_top, w_rest = split(w)
-            rest = alpha * jnp.dot(w_rest, y, precision=HIGHEST) - jnp.sum(w_rest) * x
-            return rest + jnp.dot(w_top, diff_top, precision=HIGHEST)
-
-        return _finalize_chunk(logits, mean, delta, dist_sq, lambda w: 0.0 * w[0], y_sq)
+            return plain(y, lw_c, y_sq, dist_sq)
+        return lax.cond(needs_refine, refined, plain, y, lw_c, y_sq, dist_sq)
 
     acc = _stream(chunk_fn, (pts, lw), x, num_chunks)
     log_norm = -0.5 * d * jnp.log(2.0 * math.pi * sigma * sigma)
     return _to_stats(acc, x, alpha, sigma, log_norm)
+
+
+def _no_within(w):
+    return jnp.zeros((), w.dtype)
 
 
 def _lowrank_terms(x, u, log_weights, mu, s, alpha, sigma, tau2):

@@ -336,9 +336,9 @@ def _rk_plan(steps, options):
 def _rk_init(x, options):
     (tab,) = options
     s = len(tab.b)
-    if s == 1:
-        return x, None
-    return x, jax.tree.map(lambda a: jnp.zeros((s,) + a.shape, a.dtype), x)
+    # Stage values as a tuple of s arrays: selects fuse with the arithmetic, where a dynamic
+    # update of one stacked buffer would copy it at every evaluation.
+    return x, tuple(jax.tree.map(jnp.zeros_like, x) for _ in range(s - 1 if s > 1 else 0))
 
 
 def _rk_step(state, row, ts, evaluate, noise, proc, options):
@@ -347,18 +347,28 @@ def _rk_step(state, row, ts, evaluate, noise, proc, options):
     n = row["n"]
     t0 = ts[n]
     h = ts[n + 1] - t0
-    if ks is None:  # one stage (Euler): no stage buffer to carry
-        return _tree_axpy(h, evaluate(x, t0), x), None
+    if not ks:  # one stage (Euler): nothing to carry
+        return _tree_axpy(h, evaluate(x, t0), x), ks
     dtype = ts.dtype
-    a_row = jnp.asarray(np.array(tab.a, dtype=np.float64), dtype)[row["stage"]]
-    c = jnp.asarray(np.array(tab.c, dtype=np.float64), dtype)[row["stage"]]
-    y = jax.tree.map(lambda xi, k: xi + h * jnp.tensordot(a_row, k, 1), x, ks)
+    s = len(tab.b)
+    stage = row["stage"]
+    a_row = jnp.asarray(np.array(tab.a, dtype=np.float64), dtype)[stage]
+    c = jnp.asarray(np.array(tab.c, dtype=np.float64), dtype)[stage]
+    # The last stage's value is used only in the closing combination, so it is not stored.
+    y = x
+    for j in range(s - 1):
+        y = _tree_axpy(h * a_row[j], ks[j], y)
     k_new = evaluate(y, t0 + c * h)
-    ks = jax.tree.map(lambda k, kn: jax.lax.dynamic_update_index_in_dim(k, kn, row["stage"], 0),
-                      ks, k_new)
-    x_end = jax.tree.map(lambda xi, k: xi + h * jnp.tensordot(row["b"], k, 1), x, ks)
-    x = jax.tree.map(lambda xe, xi: jnp.where(row["end"], xe, xi), x_end, x)
+    ks = tuple(_select(stage == j, k_new, ks[j]) for j in range(s - 1))
+    x_end = _tree_axpy(h * row["b"][s - 1], k_new, x)
+    for j in range(s - 1):
+        x_end = _tree_axpy(h * row["b"][j], ks[j], x_end)
+    x = _select(row["end"], x_end, x)
     return x, ks
+
+
+def _select(pred, a, b):
+    return jax.tree.map(lambda u, v: jnp.where(pred, u, v), a, b)
 
 
 def _first(state):

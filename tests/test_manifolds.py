@@ -47,16 +47,27 @@ def _frame(seed, d, k):
     return full[:, rng.permutation(d)[:k]]
 
 
-def _tweedie_and_grad_errors(density, xs, alpha, sigma):
+def _score_grad_denoise(density):
+    """One compiled function: score, grad(log_prob) and denoise on a batch."""
+
+    @jax.jit
+    def run(xs, alpha, sigma):
+        over = (0, None, None)
+        return (jax.vmap(density.score, over)(xs, alpha, sigma),
+                jax.vmap(jax.grad(density.log_prob), over)(xs, alpha, sigma),
+                jax.vmap(density.denoise, over)(xs, alpha, sigma))
+
+    return run
+
+
+def _grad_and_tweedie_errors(run, xs, alpha, sigma):
     """Max relative errors of grad(log_prob) and Tweedie's (alpha E[X|x] - x)/sigma^2 vs score."""
-    score = jax.jit(jax.vmap(density.score, (0, None, None)))(xs, alpha, sigma)
-    grad = jax.jit(jax.vmap(jax.grad(density.log_prob), (0, None, None)))(xs, alpha, sigma)
-    mean = jax.jit(jax.vmap(density.denoise, (0, None, None)))(xs, alpha, sigma)
-    tweedie = (alpha * mean - xs) / sigma**2
+    score, grad, mean = (np.asarray(v) for v in run(xs, alpha, sigma))
+    tweedie = (alpha * mean - np.asarray(xs)) / sigma**2
     scale = np.maximum(np.linalg.norm(score, axis=-1), 1.0 / sigma)[:, None]
-    g = float(np.max(np.abs(np.asarray(grad) - np.asarray(score)) / scale))
-    t = float(np.max(np.abs(np.asarray(tweedie) - np.asarray(score)) / scale))
-    return g, t, np.all(np.isfinite(score))
+    g = float(np.max(np.abs(grad - score) / scale))
+    t = float(np.max(np.abs(tweedie - score) / scale))
+    return g, t, bool(np.all(np.isfinite(score)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,17 +164,19 @@ def test_sphere_float32_matches_float64(k):
     alpha = 0.5
     sph32, frame, centre = _make_sphere(k)
     assert sph32.frame.dtype == jnp.float32
+    score32 = jax.jit(jax.vmap(sph32.score, (0, None, None)))
+    with jax.enable_x64(True):
+        sph64 = ms.Sphere(dim=32, intrinsic_dim=k - 1, radius=1.3,
+                          frame=jnp.asarray(frame), centre=jnp.asarray(centre))
+        score64 = jax.jit(jax.vmap(sph64.score, (0, None, None)))
     worst = 0.0
     for i, sigma in enumerate(np.geomspace(1e-3, 1e2, 11)):
         xs = _sphere_points(30 + i, sph32, frame, centre, 1.3, k, alpha, sigma)
         xs = xs.astype(np.float32)
-        s32 = np.asarray(jax.vmap(sph32.score, (0, None, None))(jnp.asarray(xs), alpha, sigma))
+        s32 = np.asarray(score32(jnp.asarray(xs), np.float32(alpha), np.float32(sigma)))
         assert s32.dtype == np.float32 and np.all(np.isfinite(s32))
         with jax.enable_x64(True):
-            sph64 = ms.Sphere(dim=32, intrinsic_dim=k - 1, radius=1.3,
-                              frame=jnp.asarray(frame), centre=jnp.asarray(centre))
-            s64 = np.asarray(jax.vmap(sph64.score, (0, None, None))(
-                jnp.asarray(xs, jnp.float64), alpha, sigma))
+            s64 = np.asarray(score64(jnp.asarray(xs, jnp.float64), alpha, sigma))
         scale = np.maximum(np.linalg.norm(s64, axis=1), 1.0 / sigma)
         worst = max(worst, float(np.max(np.linalg.norm(s32 - s64, axis=1) / scale)))
     assert worst < 1e-4, worst
@@ -176,8 +189,9 @@ def test_circle_is_a_sphere_and_von_mises_with_kappa_zero(x64):
     sph = ms.Sphere(dim=5, intrinsic_dim=1, radius=1.7, frame=frame, centre=centre)
     vm = ms.VonMises(0.0, mu=0.3, radius=1.7, dim=5, frame=frame, centre=centre)
     x = jnp.asarray(np.random.default_rng(0).standard_normal(5))
+    stats = jax.jit(lambda m, s: m.stats(x, 0.7, s))
     for sigma in (1e-3, 0.1, 3.0):
-        a, b, c = (m.stats(x, 0.7, sigma) for m in (circ, sph, vm))
+        a, b, c = (stats(m, sigma) for m in (circ, sph, vm))
         np.testing.assert_allclose(a.log_prob, b.log_prob, rtol=1e-13)
         np.testing.assert_allclose(a.log_prob, c.log_prob, rtol=1e-13)
         np.testing.assert_allclose(a.score, c.score, rtol=1e-12)
@@ -200,11 +214,12 @@ def test_von_mises_log_prob_matches_quadrature(x64, kappa):
     vm = ms.VonMises(kappa, mu=1.1, radius=1.2, dim=4, frame=frame, centre=centre)
     rng = np.random.default_rng(1)
     on = np.asarray(vm.sample(jax.random.key(0), 4))
+    log_prob = jax.jit(jax.vmap(vm.log_prob, (0, None, None)))
     worst = 0.0
     for sigma in SIGMAS:
         xs = np.concatenate([ALPHA * on + sigma * rng.standard_normal(on.shape),
                              ALPHA * centre[None], 2.0 * rng.standard_normal((1, 4))])
-        got = np.asarray(jax.vmap(vm.log_prob, (0, None, None))(xs, ALPHA, sigma))
+        got = np.asarray(log_prob(xs, ALPHA, sigma))
         ref = [_von_mises_ref_log_prob(x, frame, centre, 1.2, kappa, 1.1, ALPHA, sigma)
                for x in xs]
         worst = max(worst, float(np.max(np.abs(got - ref))))
@@ -214,9 +229,9 @@ def test_von_mises_log_prob_matches_quadrature(x64, kappa):
 @pytest.mark.parametrize("kappa", [0.0, 2.0, 50.0])
 def test_von_mises_samples_have_the_right_angles(kappa):
     vm = ms.VonMises(kappa, mu=-2.0, radius=2.0, dim=3, key=jax.random.key(0))
-    x = vm.sample(jax.random.key(1), 20_000)
-    np.testing.assert_allclose(jax.vmap(vm.distance)(x), 0.0, atol=2e-4)
-    theta = np.asarray(jax.vmap(vm.angle)(x), np.float64)
+    x = jax.jit(vm.sample, static_argnums=1)(jax.random.key(1), 20_000)
+    np.testing.assert_allclose(jax.jit(jax.vmap(vm.distance))(x), 0.0, atol=2e-4)
+    theta = np.asarray(jax.jit(jax.vmap(vm.angle))(x), np.float64)
     resultant = np.mean(np.exp(1j * theta))
     expected = sps.ive(1, kappa) / sps.ive(0, kappa)  # E cos(theta - mu) = I1/I0
     assert abs(abs(resultant) - expected) < 0.02
@@ -231,9 +246,181 @@ def test_von_mises_samples_have_the_right_angles(kappa):
 def test_sphere_samples_are_uniform_on_the_sphere():
     sph = ms.Sphere(dim=6, intrinsic_dim=2, radius=2.0, key=jax.random.key(0),
                     centre=jnp.ones(6))
-    x = sph.sample(jax.random.key(1), 20_000)
+    x = jax.jit(sph.sample, static_argnums=1)(jax.random.key(1), 20_000)
     assert x.shape == (20_000, 6)
-    np.testing.assert_allclose(jax.vmap(sph.distance)(x), 0.0, atol=2e-4)
+    np.testing.assert_allclose(jax.jit(jax.vmap(sph.distance))(x), 0.0, atol=2e-4)
     u = (np.asarray(x) - 1.0) @ np.asarray(sph.frame) / 2.0
     np.testing.assert_allclose(u.mean(0), 0.0, atol=0.02)
     np.testing.assert_allclose(u.T @ u / len(u), np.eye(3) / 3, atol=0.02)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every manifold: a catalogue with independent brute-force references
+# ---------------------------------------------------------------------------------------------
+
+
+def _wavy(th):
+    """A closed wavy curve in R^3 (for Parametric): radius 1 + 0.2 cos 3t, height 0.3 sin 2t."""
+    t = th[..., 0]
+    rho = 1.0 + 0.2 * jnp.cos(3 * t)
+    return jnp.stack([rho * jnp.cos(t), rho * jnp.sin(t), 0.3 * jnp.sin(2 * t)], -1)
+
+
+def _wavy_log_density(th):
+    return jnp.cos(th[0])
+
+
+def _paraboloid(uv):
+    return jnp.stack([uv[0], uv[1], 0.5 * (uv[0] ** 2 + uv[1] ** 2)])
+
+
+def _catalogue():
+    """name -> (manifold, reference nodes (N, d), reference log-weights (N,), interior points)."""
+    rng = np.random.default_rng(5)
+    out = {}
+
+    def pick(n, lo, hi):
+        return lo + (hi - lo) * rng.random(n)
+
+    # sphere S^2 in R^5: uniform in height (Archimedes) by Gauss-Legendre x azimuth midpoints
+    frame, centre = _frame(11, 5, 3), np.array([0.2, -0.1, 0.0, 0.3, 0.1])
+    sph = ms.Sphere(dim=5, intrinsic_dim=2, radius=1.2, frame=frame, centre=centre)
+    zs, wz = np.polynomial.legendre.leggauss(500)
+    ph = (np.arange(400) + 0.5) * 2 * math.pi / 400
+    zz, ph = (a.reshape(-1) for a in np.meshgrid(zs, ph, indexing="ij"))
+    ring = np.sqrt(1 - zz**2)
+    unit = np.stack([ring * np.cos(ph), ring * np.sin(ph), zz], 1)
+    out["sphere"] = (sph, centre + 1.2 * unit @ frame.T, np.log(np.repeat(wz, 400)),
+                     centre + 1.2 * unit[rng.integers(0, len(zz), 4)] @ frame.T)
+
+    frame, centre = _frame(12, 3, 2), np.array([0.1, 0.2, -0.3])
+    circ = ms.Circle(dim=3, radius=0.9, frame=frame, centre=centre)
+    t = (np.arange(200_000) + 0.5) * 2 * math.pi / 200_000
+    circ_pts = lambda t: centre + 0.9 * np.stack([np.cos(t), np.sin(t)], -1) @ frame.T
+    out["circle"] = (circ, circ_pts(t), np.zeros_like(t), circ_pts(pick(4, 0, 2 * math.pi)))
+
+    vm = ms.VonMises(3.0, mu=0.7, radius=0.9, dim=3, frame=frame, centre=centre)
+    out["von_mises"] = (vm, circ_pts(t), 3.0 * np.cos(t - 0.7), circ_pts(pick(4, -0.5, 2.0)))
+
+    frame, centre = _frame(13, 5, 4), np.array([0.0, 0.1, 0.2, 0.0, -0.1])
+    tor = ms.FlatTorus(radii=(1.0, 0.5), dim=5, frame=frame, centre=centre)
+    a = (np.arange(400) + 0.5) * 2 * math.pi / 400
+    a1, a2 = (v.reshape(-1) for v in np.meshgrid(a, a, indexing="ij"))
+    flat_pts = lambda a1, a2: centre + np.stack(
+        [np.cos(a1), np.sin(a1), 0.5 * np.cos(a2), 0.5 * np.sin(a2)], -1) @ frame.T
+    out["flat_torus"] = (tor, flat_pts(a1, a2), np.zeros_like(a1),
+                         flat_pts(pick(4, 0, 6.3), pick(4, 0, 6.3)))
+
+    frame, centre = _frame(14, 4, 3), np.array([0.1, 0.0, -0.2, 0.3])
+    ring = ms.RingTorus(1.0, 0.4, dim=4, frame=frame, centre=centre)
+    phi = (np.arange(512) + 0.5) * 2 * math.pi / 512
+    psi = (np.arange(256) + 0.5) * 2 * math.pi / 256
+    phi, psi = (v.reshape(-1) for v in np.meshgrid(phi, psi, indexing="ij"))
+
+    def ring_pts(phi, psi):
+        rho = 1.0 + 0.4 * np.cos(psi)
+        return centre + np.stack([rho * np.cos(phi), rho * np.sin(phi), 0.4 * np.sin(psi)],
+                                 -1) @ frame.T
+
+    out["ring_torus"] = (ring, ring_pts(phi, psi), np.log(1.0 + 0.4 * np.cos(psi)),
+                         ring_pts(pick(4, 0, 6.3), pick(4, 0, 6.3)))
+
+    frame, centre = _frame(15, 3, 2), np.array([-0.2, 0.1, 0.0])
+    ell_pts = lambda t: centre + np.stack([1.5 * np.cos(t), 0.8 * np.sin(t)], -1) @ frame.T
+    speed = np.sqrt((1.5 * np.sin(t)) ** 2 + (0.8 * np.cos(t)) ** 2)
+    ell = ms.Ellipse(axes=(1.5, 0.8), dim=3, frame=frame, centre=centre)
+    out["ellipse"] = (ell, ell_pts(t), np.log(speed), ell_pts(pick(4, 0, 6.3)))
+    ell_vm = ms.Ellipse(axes=(1.5, 0.8), dim=3, kappa=2.0, mu=-0.5, frame=frame, centre=centre)
+    out["ellipse_von_mises"] = (ell_vm, ell_pts(t), 2.0 * np.cos(t + 0.5),
+                                ell_pts(pick(4, -1.5, 0.5)))
+
+    # swiss roll: Simpson's rule in (t, h), 1001 x 201 nodes
+    frame, centre = _frame(16, 4, 3), np.array([0.0, -0.1, 0.1, 0.2])
+    t0, t1 = 1.5 * math.pi, 4.5 * math.pi
+
+    def simpson(lo, hi, n):
+        x = np.linspace(lo, hi, n)
+        w = np.ones(n)
+        w[1:-1:2], w[2:-1:2] = 4.0, 2.0
+        return x, w * (hi - lo) / (3 * (n - 1))
+
+    ts, wt = simpson(t0, t1, 1001)
+    hs, wh = simpson(0.0, 21.0, 201)
+    tt, hh = (v.reshape(-1) for v in np.meshgrid(ts, hs, indexing="ij"))
+    ww = np.log(np.outer(wt, wh).reshape(-1))
+    roll_pts = lambda t, h: centre + 0.1 * np.stack([t * np.cos(t), h, t * np.sin(t)],
+                                                    -1) @ frame.T
+    interior = roll_pts(pick(4, t0 + 0.5, t1 - 0.5), pick(4, 3.0, 18.0))
+    for measure, extra in (("parameter", 0.0), ("area", 0.5 * np.log1p(tt**2))):
+        roll = ms.SwissRoll(dim=4, scale=0.1, measure=measure, frame=frame, centre=centre)
+        out[f"swiss_roll_{measure}"] = (roll, roll_pts(tt, hh), ww + extra, interior)
+
+    # Parametric: a closed wavy curve with a non-uniform density, and a paraboloid patch
+    curve = ms.Parametric(_wavy, [[0.0, 2 * math.pi]], log_density=_wavy_log_density,
+                          nodes=4096, periodic=True)
+    wav = np.asarray(_wavy(jnp.asarray(t[:, None])))
+    dwav = np.gradient(wav, t, axis=0)  # speed, only for the reference's weights
+    out["parametric_curve"] = (curve, wav, np.cos(t) + np.log(np.linalg.norm(dwav, axis=1)),
+                               np.asarray(_wavy(jnp.asarray(pick(4, 0, 6.3)[:, None]))))
+    patch = ms.Parametric(_paraboloid, [[-1.0, 1.0], [-1.0, 1.0]], nodes=(400, 400))
+    us, wu = simpson(-1.0, 1.0, 501)
+    uu, vv = (v.reshape(-1) for v in np.meshgrid(us, us, indexing="ij"))
+    par_pts = np.stack([uu, vv, 0.5 * (uu**2 + vv**2)], -1)
+    inner = pick(8, -0.6, 0.6).reshape(4, 2)
+    out["parametric_surface"] = (patch, par_pts,
+                                 np.log(np.outer(wu, wu).reshape(-1)) + 0.5 * np.log1p(uu**2 + vv**2),
+                                 np.stack([inner[:, 0], inner[:, 1],
+                                           0.5 * np.sum(inner**2, 1)], -1))
+    return out
+
+
+def _ref_log_prob(x, nodes, log_w, alpha, sigma):
+    log_w = log_w - _lse(log_w)
+    quad = np.sum((x - alpha * nodes) ** 2, axis=1)
+    return _lse(log_w - quad / (2 * sigma**2)) - 0.5 * x.shape[0] * math.log(2 * math.pi * sigma**2)
+
+
+NAMES = ["sphere", "circle", "von_mises", "flat_torus", "ring_torus", "ellipse",
+         "ellipse_von_mises", "swiss_roll_parameter", "swiss_roll_area", "parametric_curve",
+         "parametric_surface"]
+
+
+@pytest.fixture(scope="module")
+def catalogue():
+    with jax.enable_x64(True):
+        yield _catalogue()
+
+
+def _test_points(rng, clean, alpha, sigma):
+    noisy = alpha * clean + sigma * rng.standard_normal(clean.shape)
+    return np.concatenate([noisy, alpha * clean[:1] + 0.5 * rng.standard_normal(clean[:1].shape)])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_log_prob_matches_brute_force_quadrature(x64, catalogue, name):
+    manifold, nodes, log_w, clean = catalogue[name]
+    rng = np.random.default_rng(0)
+    log_prob = jax.jit(jax.vmap(manifold.log_prob, (0, None, None)))
+    worst = 0.0
+    for sigma in SIGMAS:
+        xs = _test_points(rng, clean, ALPHA, sigma)
+        got = np.asarray(log_prob(jnp.asarray(xs), ALPHA, sigma))
+        ref = np.array([_ref_log_prob(x, nodes, log_w, ALPHA, sigma) for x in xs])
+        worst = max(worst, float(np.max(np.abs(got - ref))))
+    assert worst < 1e-6, (name, worst)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_score_is_grad_log_prob_and_denoise_is_tweedie(x64, catalogue, name):
+    manifold, _, _, clean = catalogue[name]
+    rng = np.random.default_rng(1)
+    exact = name in ("sphere", "circle", "von_mises", "flat_torus")
+    sigmas = SIGMAS + ((1e-3, 1e-4) if exact else ())
+    run = _score_grad_denoise(manifold)
+    for alpha in (ALPHA, 1.0):
+        for sigma in sigmas:
+            xs = jnp.asarray(_test_points(rng, clean, alpha, sigma))
+            g, t, finite = _grad_and_tweedie_errors(run, xs, alpha, sigma)
+            assert finite
+            assert g < 1e-9, (name, alpha, sigma, g)
+            assert t < 1e-9, (name, alpha, sigma, t)

@@ -32,13 +32,14 @@ class Empirical(Density):
         points: ``(N, d)`` support points.
         weights: optional probability vector; uniform if omitted.
         chunk_size: points per streamed chunk (static); memory per query is ``O(chunk_size)``.
-        refine: per chunk, candidates whose distances are recomputed exactly (static).
+        refine: per chunk, candidates whose distances are recomputed exactly (static; ``None``
+            chooses by dtype, see :func:`manifold_scores.mixtures.isotropic`).
     """
 
     points: jax.Array
     weights: jax.Array | None = None
     chunk_size: int | None = static_field(default=mixtures.DEFAULT_CHUNK_SIZE)
-    refine: int = static_field(default=8)
+    refine: int | None = static_field(default=None)
 
     def __post_init__(self):
         if not _checks.is_array_like(self.points):
