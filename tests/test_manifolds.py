@@ -367,8 +367,8 @@ def _catalogue():
     uu, vv = (v.reshape(-1) for v in np.meshgrid(us, us, indexing="ij"))
     par_pts = np.stack([uu, vv, 0.5 * (uu**2 + vv**2)], -1)
     inner = pick(8, -0.6, 0.6).reshape(4, 2)
-    out["parametric_surface"] = (patch, par_pts,
-                                 np.log(np.outer(wu, wu).reshape(-1)) + 0.5 * np.log1p(uu**2 + vv**2),
+    par_logw = np.log(np.outer(wu, wu).reshape(-1)) + 0.5 * np.log1p(uu**2 + vv**2)
+    out["parametric_surface"] = (patch, par_pts, par_logw,
                                  np.stack([inner[:, 0], inner[:, 1],
                                            0.5 * np.sum(inner**2, 1)], -1))
     return out
