@@ -99,7 +99,10 @@ def check_probability_vector(weights: Any, name: str = "weights", atol: float | 
     if is_concrete(weights):
         w = np.asarray(weights, dtype=np.float64)
         # 1e-6 in float64 admits float32-rounded weights promoted to float64.
-        tol = atol if atol is not None else 1e-5 if np.asarray(weights).dtype == np.float32 else 1e-6
+        if atol is not None:
+            tol = atol
+        else:
+            tol = 1e-5 if np.asarray(weights).dtype == np.float32 else 1e-6
         if not np.all(np.isfinite(w)) or np.any(w < 0):
             raise ValueError(f"{name} must be non-negative and finite")
         if abs(w.sum() - 1.0) > tol * max(1, len(w)):

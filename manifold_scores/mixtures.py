@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -136,8 +137,6 @@ def _to_stats(acc: _Acc, x, alpha, sigma, log_norm) -> MixtureStats:
 def _pad_chunks(arrays, pad_values, n: int, chunk_size: int | None):
     """Reshape leading axis ``n`` into ``(num_chunks, chunk, ...)``, padding the last chunk."""
     size = n if chunk_size is None or chunk_size >= n else int(chunk_size)
-    if size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
     num_chunks = -(-n // size)
     pad = num_chunks * size - n
     out = []
@@ -147,6 +146,11 @@ def _pad_chunks(arrays, pad_values, n: int, chunk_size: int | None):
             a = jnp.pad(a, widths, constant_values=v)
         out.append(a.reshape((num_chunks, size) + a.shape[1:]))
     return tuple(out), num_chunks, size
+
+
+def _check_chunk_size(chunk_size):
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
 
 
 def _common_dtype(*arrays):
@@ -203,6 +207,13 @@ def isotropic(x, points, log_weights, alpha, sigma, *, chunk_size: int | None = 
         :class:`MixtureStats`.
     """
     x, points, log_weights, alpha, sigma = _isotropic_inputs(x, points, log_weights, alpha, sigma)
+    _check_chunk_size(chunk_size)
+    return _isotropic(x, points, log_weights, alpha, sigma, chunk_size, refine, refine_tol)
+
+
+@functools.partial(jax.jit, static_argnums=(5, 6, 7))
+def _isotropic(x, points, log_weights, alpha, sigma, chunk_size, refine, refine_tol):
+    # jit so that eager calls reuse one compiled program instead of re-tracing the scan body
     n, d = points.shape
     (pts, lw), num_chunks, size = _pad_chunks(
         (points, log_weights), (0.0, -jnp.inf), n, chunk_size)
@@ -326,7 +337,7 @@ def lowrank(x, bases, log_weights, alpha, sigma, *, means=None, scales=None, noi
     """Statistics of a noised mixture of low-rank-plus-isotropic Gaussians at one point.
 
     Component ``k`` of the clean law is ``N(mu_k, U_k diag(s_k^2) U_k^T + tau^2 I)``; noised, it
-    is ``N(alpha mu_k, C_k)`` with ``C_k = alpha^2 U_k diag(s_k^2) U_k^T + (alpha^2 tau^2 + sigma^2) I``.
+    is ``N(alpha mu_k, C_k)``, ``C_k = alpha^2 U_k diag(s_k^2) U_k^T + (alpha^2 tau^2 + sigma^2)I``.
     With ``z = x - alpha mu``, ``p = U^T z``, ``e^2 = alpha^2 tau^2 + sigma^2`` and
     ``lam_j = alpha^2 s_j^2 + e^2``: ``z^T C^{-1} z = |z - U p|^2 / e^2 + sum_j p_j^2 / lam_j``
     and ``alpha m - x = -(sigma^2 / e^2)(z - U p) - U (sigma^2 / lam) p`` (no cancellation).
@@ -343,6 +354,12 @@ def lowrank(x, bases, log_weights, alpha, sigma, *, means=None, scales=None, noi
     """
     x, bases, log_weights, alpha, sigma, means, scales, tau2 = _lowrank_inputs(
         x, bases, log_weights, alpha, sigma, means, scales, noise_floor)
+    _check_chunk_size(chunk_size)
+    return _lowrank(x, bases, log_weights, alpha, sigma, means, scales, tau2, chunk_size)
+
+
+@functools.partial(jax.jit, static_argnums=(8,))
+def _lowrank(x, bases, log_weights, alpha, sigma, means, scales, tau2, chunk_size):
     kk = bases.shape[0]
     (u, lw, mu, s), num_chunks, _ = _pad_chunks(
         (bases, log_weights, means, scales),

@@ -112,7 +112,7 @@ class VE(Process):
 
 @pytree_dataclass
 class VP(Process):
-    """Variance preserving with linear ``beta``: ``alpha = exp(-B(t)/2)``, ``sigma^2 = 1 - alpha^2``.
+    """Variance preserving, linear ``beta``: ``alpha = exp(-B(t)/2)``, ``sigma^2 = 1 - alpha^2``.
 
     ``B(t) = beta_min t + (beta_max - beta_min) t^2 / 2``; ``f = -beta(t)/2``, ``g^2 = beta(t)``.
     """
@@ -181,8 +181,8 @@ class CosineVP(Process):
         return jnp.cos(self._theta(t)) / jnp.cos(self._theta0())
 
     def sigma(self, t):
-        # 1 - alpha^2 = (cos^2 th0 - cos^2 th) / cos^2 th0 = sin(th - th0) sin(th + th0) / cos^2 th0,
-        # which stays accurate at small t where alpha -> 1.
+        # 1 - alpha^2 = (cos^2 th0 - cos^2 th) / cos^2 th0
+        #             = sin(th - th0) sin(th + th0) / cos^2 th0, accurate as alpha -> 1.
         th, th0 = self._theta(t), self._theta0()
         return jnp.sqrt(jnp.sin(th - th0) * jnp.sin(th + th0)) / jnp.cos(th0)
 

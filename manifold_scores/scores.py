@@ -35,7 +35,7 @@ def _to_eps(value, x, alpha, sigma, source):
         return -sigma * value
     if source == "x0":
         return (x - alpha * value) / sigma
-    # v = alpha eps - sigma x0 and x = alpha x0 + sigma eps give eps = (sigma x + alpha v) / (a^2 + s^2)
+    # v = alpha eps - sigma x0, x = alpha x0 + sigma eps  =>  eps = (sigma x + alpha v)/(a^2+s^2)
     return (sigma * x + alpha * value) / (alpha * alpha + sigma * sigma)
 
 

@@ -51,7 +51,7 @@ def dense_mixture_stats(x, means, covs, log_weights, alpha, sigma) -> MixtureSta
 
 
 def molrg_dense_parts(mix):
-    """``(means, covs, log_weights)`` of a :class:`~manifold_scores.MoLRG`, for the dense reference."""
+    """``(means, covs, log_weights)`` of a :class:`~manifold_scores.MoLRG` (dense reference)."""
     means = jnp.zeros((mix.num_components, mix.dim), mix.bases.dtype) if mix.means is None \
         else mix.means
     return means, mix.covariance(), mix.log_weights

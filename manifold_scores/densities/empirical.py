@@ -42,8 +42,6 @@ class Empirical(Density):
     refine: int | None = static_field(default=None)
 
     def __post_init__(self):
-        if not _checks.is_array_like(self.points):
-            return
         points = _checks.as_float_array(self.points, "points")
         _checks.check_ndim(points, 2, "points", "(N, d)")
         _checks.check_nonempty(points, "points")
@@ -51,7 +49,7 @@ class Empirical(Density):
         weights = self.weights
         if weights is None:
             weights = jnp.full((n,), 1.0 / n, points.dtype)
-        elif _checks.is_array_like(weights):
+        else:
             weights = _checks.as_float_array(weights, "weights")
             if weights.shape != (n,):
                 raise ValueError(f"weights must have shape ({n},), got {weights.shape}")

@@ -2,8 +2,8 @@
 
 ``X = mu_k + U_k (s_k * a) + tau xi`` with ``k ~ pi``, ``a ~ N(0, I_r)``, ``xi ~ N(0, I_d)`` and
 ``U_k`` a ``(d, r)`` orthonormal basis. The plain model of the paper has ``mu = 0``, ``s = 1`` and
-``tau = 0``; its posterior logits are
-``l_k = log pi_k + alpha^2 |U_k^T x|^2 / (2 sigma^2 v) - (r/2) log(v / sigma^2)``, ``v = alpha^2 + sigma^2``.
+``tau = 0``; with ``v = alpha^2 + sigma^2`` its posterior logits are
+``l_k = log pi_k + alpha^2 |U_k^T x|^2 / (2 sigma^2 v) - (r/2) log(v / sigma^2)``.
 
 Example:
     >>> import jax, manifold_scores as ms
@@ -46,8 +46,6 @@ class MoLRG(Density):
     chunk_size: int | None = static_field(default=mixtures.DEFAULT_CHUNK_SIZE)
 
     def __post_init__(self):
-        if not _checks.is_array_like(self.bases):
-            return  # a PyTree placeholder during tree_unflatten: nothing to validate
         bases = _checks.as_float_array(self.bases, "bases")
         _checks.check_ndim(bases, 3, "bases", "(K, d, r)")
         _checks.check_nonempty(bases, "bases")
@@ -58,23 +56,22 @@ class MoLRG(Density):
         weights = self.weights
         if weights is None:
             weights = jnp.full((k,), 1.0 / k, bases.dtype)
-        elif _checks.is_array_like(weights):
+        else:
             weights = _checks.as_float_array(weights, "weights")
             if weights.shape != (k,):
                 raise ValueError(f"weights must have shape ({k},), got {weights.shape}")
             _checks.check_probability_vector(weights, "weights")
         for name, shape in (("means", (k, d)), ("scales", (k, r))):
             value = getattr(self, name)
-            if value is not None and _checks.is_array_like(value):
+            if value is not None:
                 value = _checks.as_float_array(value, name)
                 if value.shape != shape:
                     raise ValueError(f"{name} must have shape {shape}, got {value.shape}")
                 object.__setattr__(self, name, value)
         if self.scales is not None:
             _checks.check_nonnegative(self.scales, "scales")
-        if _checks.is_array_like(self.noise_floor):
-            _checks.check_scalar(self.noise_floor, "noise_floor")
-            _checks.check_nonnegative(self.noise_floor, "noise_floor")
+        _checks.check_scalar(self.noise_floor, "noise_floor")
+        _checks.check_nonnegative(self.noise_floor, "noise_floor")
         object.__setattr__(self, "bases", bases)
         object.__setattr__(self, "weights", weights)
 

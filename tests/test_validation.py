@@ -1,0 +1,104 @@
+"""Bad input raises a ValueError that names the argument."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import manifold_scores as ms
+from manifold_scores import mixtures
+
+
+@pytest.fixture
+def mix():
+    return ms.MoLRG.random(jax.random.key(0), dim=6, rank=2, num_components=2)
+
+
+def test_wrong_point_shapes(mix):
+    with pytest.raises(ValueError, match=r"x must have shape \(6,\)"):
+        mix.score(jnp.ones(5), 1.0, 0.1)
+    with pytest.raises(ValueError, match="jax.vmap"):
+        mix.score(jnp.ones((3, 6)), 1.0, 0.1)
+    emp = ms.Empirical(jnp.ones((4, 3)))
+    with pytest.raises(ValueError, match="x must have shape"):
+        emp.log_prob(jnp.ones(4), 1.0, 0.1)
+
+
+@pytest.mark.parametrize("sigma", [0.0, -1.0, float("nan")])
+def test_sigma_must_be_positive(mix, sigma):
+    with pytest.raises(ValueError, match="sigma"):
+        mix.score(jnp.ones(6), 1.0, sigma)
+    with pytest.raises(ValueError, match="sigma"):
+        ms.Empirical(jnp.ones((4, 6))).denoise(jnp.ones(6), 1.0, sigma)
+
+
+def test_noise_levels_must_be_scalars(mix):
+    with pytest.raises(ValueError, match="sigma must be a scalar"):
+        mix.score(jnp.ones(6), 1.0, jnp.ones(6))
+    with pytest.raises(ValueError, match="alpha must be a scalar"):
+        mix.score(jnp.ones(6), jnp.ones(2), 0.1)
+    with pytest.raises(ValueError, match="alpha"):
+        mix.score(jnp.ones(6), -1.0, 0.1)
+
+
+def test_bases_must_be_orthonormal():
+    with pytest.raises(ValueError, match="bases must have orthonormal columns"):
+        ms.MoLRG(2.0 * jnp.eye(4)[None, :, :2])
+    with pytest.raises(ValueError, match=r"bases must have shape \(K, d, r\)"):
+        ms.MoLRG(jnp.eye(4)[:, :2])
+    with pytest.raises(ValueError, match="rank"):
+        ms.MoLRG(jnp.ones((1, 2, 3)))
+
+
+def test_weights_must_be_probability_vector():
+    bases = jnp.stack([jnp.eye(4)[:, :2], jnp.eye(4)[:, 2:]])
+    with pytest.raises(ValueError, match="weights must sum to one"):
+        ms.MoLRG(bases, jnp.array([0.5, 0.6]))
+    with pytest.raises(ValueError, match="weights must be non-negative"):
+        ms.MoLRG(bases, jnp.array([1.5, -0.5]))
+    with pytest.raises(ValueError, match=r"weights must have shape \(2,\)"):
+        ms.MoLRG(bases, jnp.array([1.0]))
+    with pytest.raises(ValueError, match="weights must sum to one"):
+        ms.Empirical(jnp.ones((3, 2)), weights=jnp.array([0.2, 0.2, 0.2]))
+
+
+def test_other_molrg_fields():
+    bases = jnp.eye(4)[None, :, :2]
+    with pytest.raises(ValueError, match=r"means must have shape \(1, 4\)"):
+        ms.MoLRG(bases, means=jnp.zeros((1, 3)))
+    with pytest.raises(ValueError, match=r"scales must have shape \(1, 2\)"):
+        ms.MoLRG(bases, scales=jnp.ones((2, 2)))
+    with pytest.raises(ValueError, match="noise_floor"):
+        ms.MoLRG(bases, noise_floor=-0.1)
+    with pytest.raises(ValueError, match="orthogonal=False"):
+        ms.MoLRG.random(jax.random.key(0), dim=4, rank=2, num_components=3)
+
+
+def test_empty_point_set():
+    with pytest.raises(ValueError, match="points must hold at least one point"):
+        ms.Empirical(jnp.zeros((0, 3)))
+    with pytest.raises(ValueError, match=r"points must have shape \(N, d\)"):
+        ms.Empirical(jnp.zeros(3))
+    with pytest.raises(ValueError, match="points"):
+        mixtures.isotropic(jnp.zeros(3), jnp.zeros((0, 3)), jnp.zeros(0), 1.0, 1.0)
+
+
+def test_kernel_argument_shapes():
+    with pytest.raises(ValueError, match="log_weights must have shape"):
+        mixtures.isotropic(jnp.zeros(3), jnp.zeros((5, 3)), jnp.zeros(4), 1.0, 1.0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        mixtures.isotropic(jnp.zeros(3), jnp.zeros((5, 3)), jnp.zeros(5), 1.0, 1.0, chunk_size=0)
+    with pytest.raises(ValueError, match="log_weights must have shape"):
+        mixtures.lowrank(jnp.zeros(4), jnp.eye(4)[None, :, :2], jnp.zeros(2), 1.0, 1.0)
+
+
+def test_shapes_are_checked_under_jit(mix):
+    with pytest.raises(ValueError, match="x must have shape"):
+        jax.jit(mix.score)(jnp.ones(7), 1.0, 0.1)
+
+
+def test_valid_input_is_accepted_without_copies():
+    pts = np.random.default_rng(0).normal(size=(10, 3))
+    emp = ms.Empirical(pts)  # NumPy input is fine
+    assert emp.points.shape == (10, 3)
+    assert np.isfinite(float(emp.log_prob(jnp.zeros(3), 1.0, 0.5)))
