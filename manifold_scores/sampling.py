@@ -141,6 +141,7 @@ def _maybe_jit(fn, static_argnames):
             return fn(*args, **kwargs)
         return jitted(*args, **kwargs)
 
+    call.jitted = jitted  # exposes the compilation cache (``call.jitted._cache_size()``)
     return call
 
 

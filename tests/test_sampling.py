@@ -239,12 +239,14 @@ def test_second_call_does_not_recompile():
         return mix.score(x, proc.alpha(t), proc.sigma(t))
 
     key = jax.random.key(0)
+    cache = sampling._sample_jit.jitted
     for method in ("euler_maruyama", "ddpm"):
         traces.clear()
         a = sampling.sample_sde(key, score, proc, (16, 4), steps=1000, method=method)
-        first = len(traces)
+        first, compiled = len(traces), cache._cache_size()
         b = sampling.sample_sde(jax.random.key(1), score, proc, (16, 4), steps=1000, method=method)
         assert first == 1 and len(traces) == first  # one call site, traced once
+        assert cache._cache_size() == compiled  # no new executable
         assert not np.allclose(a, b)
     traces.clear()
     for k in range(2):
