@@ -227,7 +227,10 @@ def _sample_vmf(key, mean_dir, kappa, k: int, dtype):
     def body(state):
         key, _, _ = state
         key, kz, ku = jax.random.split(key, 3)
-        z = jax.random.beta(kz, km1 / 2.0, km1 / 2.0, dtype=dtype)
+        if k == 2:  # Beta(1/2, 1/2) is the arcsine law: sin^2(pi U / 2), no gamma sampler
+            z = jnp.sin(0.5 * math.pi * jax.random.uniform(kz, (), dtype)) ** 2
+        else:
+            z = jax.random.beta(kz, km1 / 2.0, km1 / 2.0, dtype=dtype)
         w = (1.0 - (1.0 + bb) * z) / (1.0 - (1.0 - bb) * z)
         log_u = jnp.log(jax.random.uniform(ku, (), dtype, minval=jnp.finfo(dtype).tiny))
         accept = kappa * w + km1 * jnp.log1p(-x0 * w) - c >= log_u
@@ -1371,6 +1374,19 @@ def _axis_rule(lo: float, hi: float, n: int, periodic: bool):
     return _gauss_legendre_panels(lo, hi, n)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _chart_nodes(chart, log_density, area: bool, params, log_w):
+    """Embedded nodes and normalised log-weights ``log(density * sqrt(det J^T J) * w)``."""
+    points = jax.vmap(chart)(params)
+    if area:
+        jac = jax.vmap(jax.jacfwd(chart))(params)
+        gram = jnp.einsum("ndi,ndj->nij", jac, jac, precision=HIGHEST)
+        log_w = log_w + 0.5 * jnp.linalg.slogdet(gram)[1]
+    if log_density is not None:
+        log_w = log_w + jax.vmap(log_density)(params).astype(log_w.dtype)
+    return points, log_w - logsumexp(log_w)
+
+
 @pytree_dataclass
 class Parametric(Density):
     """Any manifold given by a chart, by quadrature over a box of parameters.
@@ -1454,16 +1470,11 @@ class Parametric(Density):
         dtype = jnp.result_type(float)
         params = jnp.asarray(np.stack([g.reshape(-1) for g in grids], -1), dtype)
         log_w = jnp.asarray(sum(np.log(w.reshape(-1)) for w in wgrid), dtype)
-        points = jax.vmap(self.chart)(params)
-        if points.ndim != 2:
-            raise ValueError(f"chart must map (m,) to (d,), got output shape {points.shape[1:]}")
-        if self.measure == "area":
-            jac = jax.vmap(jax.jacfwd(self.chart))(params)
-            gram = jnp.einsum("ndi,ndj->nij", jac, jac, precision=HIGHEST)
-            log_w = log_w + 0.5 * jnp.linalg.slogdet(gram)[1]
-        if self.log_density is not None:
-            log_w = log_w + jax.vmap(self.log_density)(params).astype(dtype)
-        log_w = log_w - logsumexp(log_w)
+        out = jax.eval_shape(jax.vmap(self.chart), params)
+        if len(out.shape) != 2:
+            raise ValueError(f"chart must map (m,) to (d,), got output shape {out.shape[1:]}")
+        points, log_w = _chart_nodes(self.chart, self.log_density, self.measure == "area",
+                                     params, log_w)
         grid_pts = np.asarray(points, np.float64).reshape(shape + (points.shape[1],))
         gaps = []
         for axis, p in enumerate(periodic):
@@ -1540,7 +1551,8 @@ class Parametric(Density):
         def step(_, th):
             jac = jax.jacfwd(self.chart)(th)
             res = x - self.chart(th)
-            delta = jnp.linalg.lstsq(jac, res)[0]
+            gram = jnp.dot(jac.T, jac, precision=HIGHEST)
+            delta = jnp.linalg.solve(gram, jnp.dot(jac.T, res, precision=HIGHEST))
             return self._wrap(th + jnp.clip(delta, -cell, cell))
 
         return lax.fori_loop(0, steps, step, theta)
