@@ -1,0 +1,12 @@
+"""The README's tour runs as written."""
+
+import pathlib
+import re
+
+
+def test_readme_tour_runs():
+    text = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, "README has no python example"
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
