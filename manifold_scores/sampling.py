@@ -102,6 +102,16 @@ def _check_shape(shape):
     return shape
 
 
+def _check_positive_all(value, name):
+    v = _concrete_float(value) if jnp.ndim(value) == 0 else None
+    if v is not None and not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be positive and finite, got {v}")
+    if jnp.ndim(value) > 0 and not isinstance(value, jax.core.Tracer):
+        arr = np.asarray(value)
+        if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+            raise ValueError(f"{name} must be positive and finite")
+
+
 def _check_batch(x, name="x_init"):
     if jnp.ndim(x) < 2:
         raise ValueError(f"{name} must be a batch of shape (n, d), got shape {jnp.shape(x)}")
@@ -601,7 +611,7 @@ SDE_METHODS = {"euler_maruyama": euler_maruyama, "predictor_corrector": predicto
                "ddpm": ddpm, "edm_churn": edm_churn}
 
 
-def _resolve(method, table, kind):
+def _resolve(method, table):
     if isinstance(method, Solver):
         return method
     if method not in table:
@@ -686,7 +696,7 @@ _sample_jit = _maybe_jit(_sample_impl, ("score", "shape", "steps", "solver", "ki
 def _sample(key, score, proc, shape, steps, method, table, t_min, t_max, kind, save_at, x_init,
             dtype, stochastic):
     steps = _check_steps(steps)
-    solver = _with_steps(_resolve(method, table, "method"), steps)
+    solver = _with_steps(_resolve(method, table), steps)
     if kind not in GRID_KINDS:
         raise ValueError(f"kind must be one of {GRID_KINDS}, got {kind!r}")
     if x_init is not None:
@@ -800,7 +810,7 @@ def integrate_ode(score, proc, x_init, ts, method: str | Solver = "rk4", *, save
         >>> ms.sampling.integrate_ode(ms.score_fn(mix, proc), proc, jnp.ones((3, 4)), ts).shape
         (3, 4)
     """
-    solver = _resolve(method, ODE_METHODS, "method")
+    solver = _resolve(method, ODE_METHODS)
     _check_batch(x_init)
     ts = jnp.asarray(ts, jnp.result_type(x_init))
     if ts.ndim != 1 or ts.shape[0] < 2:
@@ -891,16 +901,6 @@ def langevin(key, score_at_sigma, x_init, steps: int = 1000, step_size=1e-2, sig
     return _langevin_jit(key, x_init, sigmas, hs, score=score_at_sigma, temper=float(temper),
                          potential_grad=potential_grad, save_at=_check_save_at(save_at, steps),
                          steps=steps)
-
-
-def _check_positive_all(value, name):
-    v = _concrete_float(value) if jnp.ndim(value) == 0 else None
-    if v is not None and not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be positive and finite, got {v}")
-    if jnp.ndim(value) > 0 and not isinstance(value, jax.core.Tracer):
-        arr = np.asarray(value)
-        if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-            raise ValueError(f"{name} must be positive and finite")
 
 
 def annealed_langevin(key, score_at_sigma, x_init, sigmas: Sequence[float] | jax.Array,
