@@ -530,3 +530,126 @@ def test_geometry_and_rate_separation(x64, catalogue, name):
         gaps.append(float(np.mean(np.linalg.norm(residual, axis=1))))
     slope = np.polyfit(np.log(sigmas), np.log(gaps), 1)[0]
     assert 1.8 <= slope <= 2.2, (name, slope, gaps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Coarse grids, validation, transformations, dtypes
+# ---------------------------------------------------------------------------------------------
+
+
+def _unit_circle_chart(th):
+    return jnp.stack([jnp.cos(th[0]), jnp.sin(th[0])])
+
+
+def test_parametric_grid_too_coarse_raises_or_warns_with_a_fix():
+    par = ms.Parametric(_unit_circle_chart, [[0.0, 2 * math.pi]], nodes=64, periodic=True)
+    x = jnp.array([1.0, 0.1])
+    with pytest.raises(ValueError, match=r"Increase nodes to at least \d+, or use sigma >= "):
+        par.log_prob(x, 1.0, 0.01)
+    assert float(par.min_sigma()) == pytest.approx(float(par.spacing))
+    par.check_resolution(1.0, 0.2)  # a resolved sigma passes
+    need = int(math.ceil(64 * float(par.spacing) / 0.01))
+    fine = ms.Parametric(_unit_circle_chart, [[0.0, 2 * math.pi]], nodes=need, periodic=True)
+    fine.check_resolution(1.0, 0.01)  # the suggested node count is accepted
+    warn = ms.Parametric(_unit_circle_chart, [[0.0, 2 * math.pi]], nodes=64, periodic=True,
+                         on_coarse="warn")
+    with pytest.warns(UserWarning, match="Increase nodes"):
+        assert np.isfinite(warn.log_prob(x, 1.0, 0.01))
+    # the other quadrature manifolds refuse too, naming the same fix
+    for m in (ms.Ellipse(axes=(2.0, 1.0), nodes=64), ms.RingTorus(nodes=16),
+              ms.SwissRoll(scale=0.1, nodes=64)):
+        with pytest.raises(ValueError, match="Increase nodes to at least"):
+            m.score(jnp.ones(m.dim), 1.0, 0.005)
+
+
+def test_parametric_matches_exact_circle_when_resolved(x64):
+    par = ms.Parametric(_unit_circle_chart, [[0.0, 2 * math.pi]], nodes=2048, periodic=True)
+    circ = ms.Circle()
+    x = jnp.array([0.9, 0.3])
+    log_prob = jax.jit(lambda m, s: m.log_prob(x, 1.0, s))
+    for sigma in (0.01, 0.1, 1.0):
+        np.testing.assert_allclose(log_prob(par, sigma), log_prob(circ, sigma), rtol=1e-9)
+    # a coarse grid at a small sigma is a different law: the check is what prevents it
+    coarse = ms.Parametric(_unit_circle_chart, [[0.0, 2 * math.pi]], nodes=64, periodic=True,
+                           on_coarse="ignore")
+    assert abs(float(log_prob(coarse, 0.02) - log_prob(circ, 0.02))) > 1e-3
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: ms.Sphere(dim=3, intrinsic_dim=0), "intrinsic_dim"),
+    (lambda: ms.Sphere(dim=2, intrinsic_dim=2), "dim must be at least 3"),
+    (lambda: ms.Sphere(dim=3, intrinsic_dim=1, radius=-1.0), "radius"),
+    (lambda: ms.Circle(dim=3, frame=jnp.ones((3, 2))), "orthonormal"),
+    (lambda: ms.Circle(dim=3, frame=jnp.eye(2)), "frame must have shape"),
+    (lambda: ms.Circle(dim=3, centre=jnp.zeros(2)), "centre"),
+    (lambda: ms.VonMises(-1.0), "kappa"),
+    (lambda: ms.FlatTorus(radii=(1.0, 1.0), dim=3), "dim must be at least 4"),
+    (lambda: ms.RingTorus(major_radius=1.0, minor_radius=2.0), "minor_radius"),
+    (lambda: ms.RingTorus(measure="volume"), "measure"),
+    (lambda: ms.Ellipse(axes=(1.0, -1.0)), "axes"),
+    (lambda: ms.Ellipse(on_coarse="maybe"), "on_coarse"),
+    (lambda: ms.SwissRoll(t_min=5.0, t_max=1.0), "t_max"),
+    (lambda: ms.Parametric(_unit_circle_chart, [[1.0, 0.0]]), "domain"),
+    (lambda: ms.Parametric(_unit_circle_chart, [[0.0, 1.0]], nodes=(4, 4)), "nodes"),
+])
+def test_bad_arguments_raise_value_errors(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_bad_points_and_noise_levels_raise():
+    sph = ms.Sphere(dim=4, intrinsic_dim=2)
+    with pytest.raises(ValueError, match="x must have shape"):
+        sph.score(jnp.zeros((2, 4)), 1.0, 0.1)
+    with pytest.raises(ValueError, match="sigma"):
+        sph.log_prob(jnp.zeros(4), 1.0, 0.0)
+    with pytest.raises(ValueError, match="alpha"):
+        sph.denoise(jnp.zeros(4), -1.0, 0.1)
+    with pytest.raises(ValueError, match="x must have shape"):
+        ms.Ellipse().project(jnp.zeros(3))
+
+
+def test_transformations_compose(x64):
+    """Densities are PyTrees: jit with the density as an argument, vmap, grad in x and in R."""
+    x = jnp.array([0.3, -1.1, 0.4, 0.2])
+
+    @jax.jit
+    def run(m, x):
+        score = m.score(x, 0.9, 0.2)
+        batch = jax.vmap(m.score, (0, None, None))(jnp.stack([x, 2 * x]), 0.9, 0.2)
+        div = jnp.trace(jax.jacfwd(m.score)(x, 0.9, 0.2))
+        return score, batch, div, m.score_divergence(x, 0.9, 0.2), m.normal_projector(x)
+
+    for m in (ms.Sphere(dim=4, intrinsic_dim=2, key=jax.random.key(0)),
+              ms.VonMises(2.0, 0.5, dim=4, key=jax.random.key(1)),
+              ms.RingTorus(dim=4, key=jax.random.key(2), nodes=128),
+              ms.SwissRoll(dim=4, scale=0.1, key=jax.random.key(4), nodes=1024)):
+        score, batch, div, closed_div, proj = run(m, x)
+        np.testing.assert_allclose(batch[0], score, rtol=1e-12)
+        np.testing.assert_allclose(closed_div, div, rtol=1e-6)
+        np.testing.assert_allclose(proj @ proj, proj, atol=1e-12)
+        leaves, tree = jax.tree_util.tree_flatten(m)
+        np.testing.assert_allclose(run(jax.tree_util.tree_unflatten(tree, leaves), x)[0], score)
+
+    @jax.jit
+    def log_p(radius):
+        return ms.Sphere(dim=4, intrinsic_dim=2, radius=radius).log_prob(x, 0.9, 0.2)
+
+    fd = (log_p(1.0 + 1e-6) - log_p(1.0 - 1e-6)) / 2e-6
+    np.testing.assert_allclose(jax.jit(jax.grad(log_p))(1.0), fd, rtol=1e-6)
+
+
+def test_dtype_follows_input(dtype):
+    x = jnp.array([0.3, -1.1, 0.4], dtype)
+
+    @jax.jit
+    def run(m, x):
+        return m.stats(x, 1.0, 0.3), m.project(x)
+
+    for m in (ms.FlatTorus(radii=(1.0,), dim=3), ms.RingTorus(nodes=128),
+              ms.SwissRoll(scale=0.1, nodes=512),
+              ms.Parametric(_paraboloid, [[-1.0, 1.0], [-1.0, 1.0]], nodes=(64, 64))):
+        st, proj = run(m, x)
+        for v in (*st, proj):
+            assert v.dtype == jnp.dtype(dtype)
+            assert np.all(np.isfinite(np.asarray(v)))
