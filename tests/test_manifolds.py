@@ -335,7 +335,7 @@ def _catalogue():
     dwav = np.gradient(wav, t, axis=0)  # speed, only for the reference's weights
     out["parametric_curve"] = (curve, wav, np.cos(t) + np.log(np.linalg.norm(dwav, axis=1)),
                                np.asarray(_wavy(jnp.asarray(pick(4, 0, 6.3)[:, None]))))
-    patch = ms.Parametric(_paraboloid, [[-1.0, 1.0], [-1.0, 1.0]], nodes=(192, 192))
+    patch = ms.Parametric(_paraboloid, [[-1.0, 1.0], [-1.0, 1.0]], nodes=(256, 256))
     us, wu = simpson(-1.0, 1.0, 501)
     uu, vv = (v.reshape(-1) for v in np.meshgrid(us, us, indexing="ij"))
     par_pts = np.stack([uu, vv, 0.5 * (uu**2 + vv**2)], -1)
@@ -523,7 +523,9 @@ def test_geometry_and_rate_separation(x64, catalogue, name):
     xs = jnp.asarray(_tube_points(manifold, clean, (0.03,), seed=4))
     proj = geometry(xs)[0]
     score = jax.jit(jax.vmap(manifold.score, (0, None, None)))
-    sigmas = np.geomspace(0.01, 0.04, 5)
+    # quadrature manifolds: only sigmas their grid resolves (alpha * spacing <= sigma)
+    low = max(0.01, float(getattr(manifold, "spacing", 0.0)))
+    sigmas = np.geomspace(low, 4 * low, 5)
     gaps = []
     for sigma in sigmas:
         residual = sigma**2 * score(xs, 1.0, sigma) + (xs - proj)

@@ -833,6 +833,10 @@ class RingTorus(Density):
         """Largest distance between neighbouring quadrature circles, ``2 pi r / nodes``."""
         return 2.0 * math.pi * self.minor_radius / self.nodes
 
+    def min_sigma(self, alpha=1.0) -> jax.Array:
+        """The smallest sigma the grid resolves exactly: ``alpha * spacing``."""
+        return alpha * self.spacing
+
     def _tube_nodes(self, dtype):
         psi = jnp.arange(self.nodes, dtype=dtype) * (2.0 * math.pi / self.nodes)
         big = self.major_radius.astype(dtype)
@@ -1054,6 +1058,10 @@ class Ellipse(Density):
         """Largest distance between neighbouring nodes (at most ``max(a, b) 2 pi / nodes``)."""
         return jnp.max(self.axes) * (2.0 * math.pi / self.nodes)
 
+    def min_sigma(self, alpha=1.0) -> jax.Array:
+        """The smallest sigma the grid resolves exactly: ``alpha * spacing``."""
+        return alpha * self.spacing
+
     def _plane(self, t):
         return self.axes * jnp.stack([jnp.cos(t), jnp.sin(t)], -1)
 
@@ -1262,6 +1270,10 @@ class SwissRoll(Density):
         """Largest distance between neighbouring nodes: top speed times the largest ``t`` gap."""
         gap = _panel_rule(self.nodes)[2] * (self.t_max - self.t_min)
         return self.scale * jnp.sqrt(1.0 + self.t_max**2) * gap
+
+    def min_sigma(self, alpha=1.0) -> jax.Array:
+        """The smallest sigma the grid resolves exactly: ``alpha * spacing``."""
+        return alpha * self.spacing
 
     def _roll(self, t):
         """In-frame coordinates ``s (t cos t, 0, t sin t)``."""
