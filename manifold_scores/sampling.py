@@ -202,7 +202,7 @@ def time_grid(proc, steps: int, kind: str = "edm", t_min=None, t_max=None, *, rh
     Example:
         >>> import manifold_scores as ms
         >>> ts = ms.sampling.time_grid(ms.VP(), 10, kind="log_snr", t_min=1e-3, t_max=1.0)
-        >>> ts.shape, float(ts[0]), float(ts[-1])
+        >>> ts.shape, round(float(ts[0]), 6), round(float(ts[-1]), 6)
         ((11,), 1.0, 0.001)
     """
     steps = _check_steps(steps)
@@ -230,11 +230,12 @@ class Solver(NamedTuple):
         init: ``(x, options) -> state``.
         step: ``(state, row, ts, evaluate, noise, proc, options) -> state``; calls
             ``evaluate(x, t)`` exactly once. ``evaluate`` is the batched PF-ODE vector field
-            when ``uses_field`` and the batched score otherwise; ``noise()`` draws one standard
-            normal per sample, fresh at each evaluation.
+            when ``uses_field`` and the batched score otherwise; ``noise()`` draws standard
+            normals shaped like ``x`` from the per-sample keys, fresh at each evaluation.
         output: ``state -> x``.
         uses_field: see ``step``.
-        options: hashable parameters (floats), passed to ``init`` and ``step``.
+        options: parameters passed to ``init`` and ``step`` (hashable floats for the public
+            solvers, so that they can be static arguments).
 
     A solver is a static argument (its functions are module-level and its options hashable),
     so the method is fixed at trace time.
@@ -282,10 +283,8 @@ def _run(solver: Solver, evaluate, proc, ts, x, keys, save_at, steps):
     state = solver.init(x, solver.options)
     like = jax.tree.leaves(x)[0]
 
-    if save_at is None:
-        slot_of_eval = None
-        buf = None
-    else:
+    buf = None
+    if save_at is not None:
         # Evaluation e that ends step n writes the state at grid index n + 1 into its slot;
         # every other evaluation writes into a spare last slot.
         slot_of_step = np.full(steps + 1, len(save_at))
@@ -679,7 +678,7 @@ def _sample_keys(key, n):
 def _sample_impl(key, proc, t_min, t_max, x_init, *, score, shape, steps, solver, kind, save_at,
                  dtype, stochastic):
     ts = _grid(proc, steps, kind, t_min, t_max, 7.0, dtype)
-    k_prior, k_path = _sample_keys(key, shape[0])
+    k_prior, k_path = _sample_keys(key, shape[0]) if key is not None else (None, None)
     if x_init is None:
         std = prior_std(proc, t_max).astype(dtype)
         x = std * jax.vmap(lambda k: jax.random.normal(k, shape[1:], dtype))(k_prior)
@@ -697,6 +696,8 @@ def _sample(key, score, proc, shape, steps, method, table, t_min, t_max, kind, s
             dtype, stochastic):
     steps = _check_steps(steps)
     solver = _with_steps(_resolve(method, table), steps)
+    if key is None and (stochastic or x_init is None):
+        raise ValueError("key must be given (it may be None only for sample_ode with x_init)")
     if kind not in GRID_KINDS:
         raise ValueError(f"kind must be one of {GRID_KINDS}, got {kind!r}")
     if x_init is not None:
@@ -724,7 +725,7 @@ def sample_ode(key, score, proc, shape=None, steps: int = 100, method: str | Sol
     ``t_min``.
 
     Args:
-        key: PRNG key; sample ``i`` uses ``split(key, n)[i]``.
+        key: PRNG key; sample ``i`` uses ``split(key, n)[i]``. May be ``None`` with ``x_init``.
         score: per-point ``score(x, t)``, ``x`` of shape ``(d,)``. Keep the same object between
             calls to reuse the compiled sampler.
         proc: the process.
@@ -969,8 +970,10 @@ def integrate_ode_adaptive(score, proc, x_init, t0, t1, *, solver: str = "tsit5"
         ``(n, d)`` states at ``t1`` (and the stats if asked).
 
     Example:
-        >>> import jax.numpy as jnp, manifold_scores as ms  # doctest: +SKIP
-        >>> ms.sampling.integrate_ode_adaptive(score, ms.VP(), jnp.zeros((2, 3)), 1.0, 0.1)
+        >>> import jax, jax.numpy as jnp, manifold_scores as ms
+        >>> proc, mix = ms.VP(), ms.MoLRG.random(jax.random.key(0), 3, 1, 1)
+        >>> x = ms.sampling.integrate_ode_adaptive(  # doctest: +SKIP
+        ...     ms.score_fn(mix, proc), proc, jnp.ones((2, 3)), 1.0, 0.1, solver="dopri5")
     """
     try:
         import diffrax

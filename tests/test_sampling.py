@@ -96,10 +96,29 @@ def test_grad_wrt_score_parameters(x64):
         score = lambda y, t: w * mix.score(y, proc.alpha(t), proc.sigma(t))
         return jnp.sum(sampling.integrate_ode(score, proc, x, ts, method) ** 2)
 
-    for method in ODE:
+    for method in ("rk4", "dpm_solver_2m"):  # the two code paths (Runge-Kutta, multistep)
         grad = jax.grad(loss)(1.0, method)
         fd = (loss(1.0 + 1e-6, method) - loss(1.0 - 1e-6, method)) / 2e-6
         assert float(grad) == pytest.approx(float(fd), rel=1e-7)
+
+
+@pytest.mark.parametrize("proc", [ms.VE(), ms.CosineVP(), ms.EDM(), ms.Flow()],
+                         ids=["VE", "CosineVP", "EDM", "Flow"])
+def test_every_process(x64, proc):
+    """The PF-ODE solvers follow the exact flow and the SDE solvers run, for each process."""
+    mix, basis, var = _gaussian()
+    score = ms.score_fn(mix, proc)
+    x = jax.random.normal(jax.random.key(0), (4, 3)) * sampling.prior_std(proc)
+    exact = _exact_flow(proc, basis, var, x, proc.t_max, proc.t_min)
+    tols = {"heun": 1e-2, "rk4": 1e-5, "dpm_solver_2m": 1e-2}
+    for method, tol in tols.items():
+        out = sampling.sample_ode(None, score, proc, steps=100, method=method, x_init=x)
+        assert float(jnp.max(jnp.abs(out - exact) / jnp.abs(exact))) < tol, method
+    # Each SDE method on two of the four processes (compilation dominates the test's time).
+    names = type(proc).__name__
+    for method in SDE[:2] if names in ("VE", "EDM") else SDE[2:]:
+        out = sampling.sample_sde(jax.random.key(0), score, proc, (4, 3), steps=20, method=method)
+        assert bool(jnp.all(jnp.isfinite(out))), method
 
 
 # ------------------------------------------------------------------------------------------
@@ -168,6 +187,8 @@ def test_bad_inputs():
         sampling.annealed_langevin(key, score, jnp.ones((2, 2)), jnp.ones((2, 2)))
     with pytest.raises(ValueError, match="corrector_steps"):
         sampling.predictor_corrector(corrector_steps=0)
+    with pytest.raises(ValueError, match="key"):
+        sampling.sample_sde(None, score, proc, (2, 2), steps=4)
 
 
 # ------------------------------------------------------------------------------------------
@@ -284,19 +305,27 @@ def test_trajectory(method):
     proc, mix, score = _toy()
     run = sampling.sample_ode if method in ODE else sampling.sample_sde
     key = jax.random.key(2)
-    final = run(key, score, proc, (3, 4), steps=8, method=method)
     x, traj = run(key, score, proc, (3, 4), steps=8, method=method, save_at=(0, 3, 8))
-    np.testing.assert_allclose(x, final, rtol=1e-6)
     assert traj.xs.shape == (3, 3, 4)
     np.testing.assert_allclose(traj.xs[-1], x, rtol=1e-6)
     ts = sampling.time_grid(proc, 8)
     np.testing.assert_allclose(traj.ts, ts[jnp.array([0, 3, 8])], rtol=1e-6)
-    # The first saved state is the prior draw: std 1 for VP.
-    assert traj.xs[0].std() > 0.3
-    # Intermediate states match a run stopped there (ODE: same path on a sub-grid).
+    assert traj.xs[0].std() > 0.3  # the prior draw: std 1 for VP
+    # Intermediate states match a run stopped there (ODE: the same path on a sub-grid).
     if method in ("euler", "rk4"):
         part = sampling.integrate_ode(score, proc, traj.xs[0], ts[:4], method=method)
         np.testing.assert_allclose(traj.xs[1], part, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["heun", "edm_churn"])
+def test_saving_does_not_change_the_result(method):
+    proc, mix, score = _toy()
+    run = sampling.sample_ode if method in ODE else sampling.sample_sde
+    key = jax.random.key(2)
+    final = run(key, score, proc, (3, 4), steps=8, method=method)
+    x, traj = run(key, score, proc, (3, 4), steps=8, method=method, save_at="all")
+    np.testing.assert_allclose(x, final, rtol=1e-6)
+    assert traj.xs.shape == (9, 3, 4)
 
 
 def test_integrate_ode_roundtrip(x64):
@@ -359,10 +388,11 @@ def test_tempered_langevin_on_circle():
     def score(x, s):
         return vm.score(x, 1.0, s)
 
-    # a = 0, started from the uniform law: curvature sigma^-2 in the normal direction.
-    sigma = 0.05
+    # a = 0, started from the uniform law: curvature sigma^-2 in the normal direction; the
+    # angle law of p_sigma is von Mises up to O(sigma^2).
+    sigma = 0.1
     x = sampling.langevin(jax.random.key(0), score, circle.sample(jax.random.key(1), n),
-                          steps=6000, step_size=0.2 * sigma**2, sigma=sigma, temper=0.0)
+                          steps=1500, step_size=0.2 * sigma**2, sigma=sigma, temper=0.0)
     tv0 = _angle_tv(angle(x), vm.log_prob_angle)
     # a = 1, started from the von Mises law: the angle diffuses freely up to an O(sigma) tilt.
     sigma = 0.02
