@@ -447,7 +447,9 @@ def _np_charts():
         return c_w + 0.1 * np.stack([t * np.cos(t), h, t * np.sin(t)], -1) @ f_w.T
 
     def wavy(p):
-        return np.asarray(_wavy(jnp.asarray(p)))
+        t = p[..., 0]
+        rho = 1.0 + 0.2 * np.cos(3 * t)
+        return np.stack([rho * np.cos(t), rho * np.sin(t), 0.3 * np.sin(2 * t)], -1)
 
     def paraboloid(p):
         return np.stack([p[..., 0], p[..., 1], 0.5 * (p[..., 0] ** 2 + p[..., 1] ** 2)], -1)
@@ -493,9 +495,9 @@ def _brute_force_nearest(chart, box, periodic, x, levels=6):
 def _tube_points(manifold, clean, deltas, seed):
     """Points at distance delta from the clean points, along random normal directions."""
     rng = np.random.default_rng(seed)
+    projectors = np.asarray(jax.jit(jax.vmap(manifold.normal_projector))(jnp.asarray(clean)))
     out = []
-    for y in clean:
-        proj = np.asarray(manifold.normal_projector(jnp.asarray(y)))
+    for y, proj in zip(clean, projectors, strict=True):
         for delta in deltas:
             n = proj @ rng.standard_normal(len(y))
             out.append(y + delta * n / np.linalg.norm(n))
@@ -624,8 +626,8 @@ def test_transformations_compose(x64):
 
     for m in (ms.Sphere(dim=4, intrinsic_dim=2, key=jax.random.key(0)),
               ms.VonMises(2.0, 0.5, dim=4, key=jax.random.key(1)),
-              ms.RingTorus(dim=4, key=jax.random.key(2), nodes=128),
-              ms.SwissRoll(dim=4, scale=0.1, key=jax.random.key(4), nodes=1024)):
+              ms.RingTorus(dim=4, key=jax.random.key(2), nodes=64),
+              ms.Ellipse(axes=(1.5, 1.0), dim=4, key=jax.random.key(3), nodes=256)):
         score, batch, div, closed_div, proj = run(m, x)
         np.testing.assert_allclose(batch[0], score, rtol=1e-12)
         np.testing.assert_allclose(closed_div, div, rtol=1e-6)

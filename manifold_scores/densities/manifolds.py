@@ -173,7 +173,7 @@ def _vmf_noised(u, radius, bias, two_nu: int, alpha, sigma):
     """Noised von Mises-Fisher law on a round sphere, in the sphere's own coordinates.
 
     The clean law is ``X = R theta`` with ``theta`` on ``S^{k-1}`` and density
-    ``exp(b . theta) / S_nu(|b|)`` w.r.t. the uniform law (``b = 0``: uniform). With
+    ``exp(b . theta) / S_nu(|b|)`` w.r.t. the uniform law (``b = None``: uniform). With
     ``a = alpha R / sigma^2`` and ``w = a u + b``, integrating ``theta`` out gives
 
         log p(u) = -(|u|^2 + alpha^2 R^2) / (2 sigma^2) + log S_nu(|w|) - log S_nu(|b|)
@@ -187,19 +187,23 @@ def _vmf_noised(u, radius, bias, two_nu: int, alpha, sigma):
     """
     s2 = sigma * sigma
     a = alpha * radius / s2
-    w = a * u + bias
+    w = a * u if bias is None else a * u + bias
     w_sq = jnp.sum(w * w)
     r_sq, r = _safe_norm(u)
     b = _bessel(two_nu, w_sq)
     big_k = b.k_large
-    # K - a r without cancellation; a r <= K on the Hankel branch only up to the bias.
-    k_minus_ar = (2.0 * a * jnp.dot(u, bias) + jnp.sum(bias * bias)) / (big_k + a * r)
+    if bias is None:  # the uniform law: K = a r exactly
+        k_minus_ar, a_bias, log_norm = 0.0, 0.0, 0.0
+    else:  # K - a r = (K^2 - a^2 r^2) / (K + a r), without cancellation
+        k_minus_ar = (2.0 * a * jnp.dot(u, bias) + jnp.sum(bias * bias)) / (big_k + a * r)
+        a_bias = a * bias
+        log_norm = _log_vmf_normaliser(two_nu, jnp.sum(bias * bias))
     log_small = -(r_sq + (alpha * radius) ** 2) / (2.0 * s2) + b.log_s_small
     log_large = -((r - alpha * radius) ** 2) / (2.0 * s2) + k_minus_ar + b.g_large
     log_p = jnp.where(b.large, log_large, log_small)
 
     score_small = -u / s2 + a * b.a_over_k_small * w
-    score_large = (((a * (alpha * radius - r) - k_minus_ar) / s2) * u + a * bias) / big_k \
+    score_large = (((a * (alpha * radius - r) - k_minus_ar) / s2) * u + a_bias) / big_k \
         - (a * b.defect_large / big_k) * w
     score_u = jnp.where(b.large, score_large, score_small)
     mean_small = b.a_over_k_small * w
@@ -208,7 +212,6 @@ def _vmf_noised(u, radius, bias, two_nu: int, alpha, sigma):
     cov_small = 1.0 - w_sq * b.a_over_k_small**2
     cov_large = b.defect_large * (2.0 - b.defect_large)
     cov = radius * radius * jnp.maximum(jnp.where(b.large, cov_large, cov_small), 0.0)
-    log_norm = _log_vmf_normaliser(two_nu, jnp.sum(bias * bias))
     return log_p - log_norm, score_u, mean_dir, cov
 
 
@@ -346,9 +349,9 @@ class _RoundSphere(Density):
 
     dim = None  # a static dataclass field in every subclass (shadows Density.dim)
 
-    def _bias(self, dtype) -> jax.Array:
-        """``b`` of the clean density ``exp(b . theta)`` w.r.t. the uniform law."""
-        return jnp.zeros((self.frame.shape[1],), dtype)
+    def _bias(self, dtype) -> jax.Array | None:
+        """``b`` of the clean density ``exp(b . theta)`` w.r.t. the uniform law (None: 0)."""
+        return None
 
     def stats(self, x, alpha, sigma) -> MixtureStats:
         """Exact ``(log p, score, E[X|x], tr Cov[X|x])`` of ``alpha X + sigma Z`` at ``x``."""
@@ -518,6 +521,10 @@ class Circle(_CircleGeometry, _RoundSphere):
     def __post_init__(self, key):
         _sphere_init(self, self.dim, 2, key)
 
+    def log_prob_angle(self, theta) -> jax.Array:
+        """Clean log density of the angle w.r.t. ``d theta``: ``-log(2 pi)``."""
+        return jnp.full_like(jnp.asarray(theta, self.frame.dtype), -_LOG_2PI)
+
     def sample(self, key, n: int) -> jax.Array:
         """``n`` uniform points; one key per sample."""
         theta = jax.vmap(lambda kk: jax.random.uniform(
@@ -649,9 +656,8 @@ class FlatTorus(Density):
         x, alpha, sigma = _inputs(self, x, alpha, sigma)
         u, z_perp = self._coords(x, alpha)
         radii = self.radii.astype(x.dtype)
-        zero = jnp.zeros((2,), x.dtype)
         log_p, score_u, mean_dir, cov = jax.vmap(
-            lambda ui, ri: _vmf_noised(ui, ri, zero, 0, alpha, sigma))(u, radii)
+            lambda ui, ri: _vmf_noised(ui, ri, None, 0, alpha, sigma))(u, radii)
         q = self.frame.astype(x.dtype)
         s2 = sigma * sigma
         log_p = jnp.sum(log_p) - jnp.sum(z_perp * z_perp) / (2.0 * s2) \
@@ -859,10 +865,9 @@ class RingTorus(Density):
         y = jnp.dot(q.T, z, precision=HIGHEST)
         z_perp = z - jnp.dot(q, y, precision=HIGHEST)
         rho, height, log_w = self._tube_nodes(x.dtype)
-        zero = jnp.zeros((2,), x.dtype)
         s2 = sigma * sigma
         log_c, score_c, dir_c, cov_c = jax.vmap(
-            lambda r: _vmf_noised(y[:2], r, zero, 0, alpha, sigma))(rho)
+            lambda r: _vmf_noised(y[:2], r, None, 0, alpha, sigma))(rho)
         dh = alpha * height - y[2]
         logits = log_w + log_c - dh * dh / (2.0 * s2)
         log_p = logsumexp(logits)
@@ -1082,11 +1087,9 @@ class Ellipse(Density):
         return t, lw - logsumexp(lw)
 
     def log_prob_angle(self, t) -> jax.Array:
-        """Clean log density of the parameter angle ``t`` w.r.t. ``dt``."""
-        _, lw = self._nodes(self.frame.dtype)
-        log_norm = logsumexp(self._log_density_unnormalised(
-            jnp.arange(self.nodes, dtype=self.frame.dtype) * (2.0 * math.pi / self.nodes)))
-        del lw
+        """Clean log density of the parameter angle ``t`` w.r.t. ``dt`` (normalised by the rule)."""
+        nodes = jnp.arange(self.nodes, dtype=self.frame.dtype) * (2.0 * math.pi / self.nodes)
+        log_norm = logsumexp(self._log_density_unnormalised(nodes))
         return self._log_density_unnormalised(t) - log_norm - math.log(2.0 * math.pi / self.nodes)
 
     def stats(self, x, alpha, sigma) -> MixtureStats:
@@ -1192,6 +1195,7 @@ def _segment(y, alpha, sigma, length):
 _GL16 = np.polynomial.legendre.leggauss(16)
 
 
+@functools.cache
 def _panel_rule(nodes: int):
     """Composite 16-point Gauss-Legendre on ``[0, 1]``: nodes, weights, largest node gap."""
     t, w = _gauss_legendre_panels(0.0, 1.0, nodes)
