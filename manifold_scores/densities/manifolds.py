@@ -132,9 +132,12 @@ def _bessel(two_nu: int, w_sq: jax.Array) -> _Bessel:
     w_small = jnp.minimum(w_sq, thr * thr)
     q = w_small / 4.0
     positive = q > 0
-    log_q = jnp.log(jnp.where(positive, q, 1.0))
+    # terms relative to the largest q, log c_m + m log q_T (float64 constants), so that the
+    # summands that matter stay O(K) in size and keep float32 digits
+    log_q_max = math.log(thr * thr / 4.0)
+    log_q = jnp.log(jnp.where(positive, q, 1.0)) - log_q_max
     m = np.arange(len(tab.log_series))
-    terms = jnp.asarray(tab.log_series, dtype) + m * log_q[..., None]
+    terms = jnp.asarray(tab.log_series + m * log_q_max, dtype) + m * log_q[..., None]
     terms = jnp.where(positive[..., None], terms, jnp.where(m == 0, 0.0, -jnp.inf).astype(dtype))
     log_s_small = logsumexp(terms, axis=-1)
     n_cf = tab.fraction_terms
