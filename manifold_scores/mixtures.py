@@ -281,18 +281,20 @@ def _lowrank_terms(x, u, log_weights, mu, s, alpha, sigma, tau2):
     a2 = alpha * alpha
     sig2 = sigma * sigma
     e2 = a2 * tau2 + sig2  # off-subspace variance of a noised component
-    z = x - alpha * mu  # (C, d)
-    p = jnp.einsum("cdr,cd->cr", u, z, precision=HIGHEST)
-    z_perp = z - jnp.einsum("cdr,cr->cd", u, p, precision=HIGHEST)
+    # U^T x as one (batch, d) x (d, K r) matmul under vmap; U^T mu does not depend on x.
+    p = (jnp.einsum("cdr,d->cr", u, x, precision=HIGHEST)
+         - alpha * jnp.einsum("cdr,cd->cr", u, mu, precision=HIGHEST))
     s2 = s * s
     lam = a2 * s2 + e2  # (C, r) eigenvalues of C_k inside the subspace
+    # the three in-subspace vectors U p, U (sigma^2/lam) p, U alpha (s^2 + tau^2)/lam p in one dot
+    coef = jnp.stack([p, (sig2 / lam) * p, alpha * (s2 + tau2) / lam * p])
+    u_coef = jnp.einsum("cdr,jcr->jcd", u, coef, precision=HIGHEST)
+    z_perp = x - alpha * mu - u_coef[0]  # computed directly, never as |z|^2 - |p|^2
     quad = jnp.sum(z_perp * z_perp, -1) / e2 + jnp.sum(p * p / lam, -1)
     log_det = d * jnp.log(e2) + jnp.sum(jnp.log1p(a2 * s2 / e2), -1)
     logits = log_weights - 0.5 * (quad + log_det + d * math.log(2.0 * math.pi))
-    diff = -(sig2 / e2) * z_perp - jnp.einsum("cdr,cr->cd", u, (sig2 / lam) * p,
-                                              precision=HIGHEST)
-    m = mu + jnp.einsum("cdr,cr->cd", u, alpha * (s2 + tau2) / lam * p,
-                        precision=HIGHEST) + (alpha * tau2 / e2) * z_perp
+    diff = -(sig2 / e2) * z_perp - u_coef[1]
+    m = mu + u_coef[2] + (alpha * tau2 / e2) * z_perp
     within = jnp.sum((s2 + tau2) * sig2 / lam, -1) + (d - r) * tau2 * sig2 / e2
     return logits, m, diff, within
 
