@@ -236,6 +236,7 @@ class Solver(NamedTuple):
         uses_field: see ``step``.
         options: parameters passed to ``init`` and ``step`` (hashable floats for the public
             solvers, so that they can be static arguments).
+        stochastic: whether ``step`` draws noise (reverse-SDE and Langevin solvers).
 
     A solver is a static argument (its functions are module-level and its options hashable),
     so the method is fixed at trace time.
@@ -248,6 +249,7 @@ class Solver(NamedTuple):
     output: Callable
     uses_field: bool = False
     options: tuple = ()
+    stochastic: bool = False
 
 
 class Trajectory(NamedTuple):
@@ -481,7 +483,8 @@ def _em_step(state, row, ts, evaluate, noise, proc, options):
 
 def euler_maruyama() -> Solver:
     """Euler-Maruyama on the reverse SDE: ``x += [f x - g^2 s] dt + g sqrt(|dt|) z``."""
-    return Solver("euler_maruyama", _one_per_step_plan, _x_init, _em_step, _identity)
+    return Solver("euler_maruyama", _one_per_step_plan, _x_init, _em_step, _identity,
+                  stochastic=True)
 
 
 def _ddpm_step(state, row, ts, evaluate, noise, proc, options):
@@ -505,7 +508,7 @@ def ddpm() -> Solver:
     ``a sigma_t'^2 / sigma_t^2 x_t + alpha_t' v / sigma_t^2 x0``, variance
     ``v sigma_t'^2 / sigma_t^2``.
     """
-    return Solver("ddpm", _one_per_step_plan, _x_init, _ddpm_step, _identity)
+    return Solver("ddpm", _one_per_step_plan, _x_init, _ddpm_step, _identity, stochastic=True)
 
 
 def _pc_plan(steps, options):
@@ -550,16 +553,18 @@ def predictor_corrector(snr: float = 0.16, corrector_steps: int = 1) -> Solver:
     """
     m = _check_steps(corrector_steps, "corrector_steps")
     options = (float(snr), m)
-    return Solver("predictor_corrector", _pc_plan, _x_init, _pc_step, _identity,
-                  False, options)
+    return Solver("predictor_corrector", _pc_plan, _x_init, _pc_step, _identity, False, options,
+                  stochastic=True)
 
 
 def _churn_plan(steps, options):
+    churn = options[0]
     n = np.repeat(np.arange(steps), 2)[:-1]  # Euler on the last step
     stage = np.tile([0, 1], steps)[:-1]
     end = stage == 1
     end[-1] = True
-    return {"n": n, "stage": stage, "end": end}
+    gamma = np.full(len(n), min(churn / steps, math.sqrt(2.0) - 1.0))
+    return {"n": n, "stage": stage, "end": end, "gamma": gamma}
 
 
 def _churn_init(x, options):
@@ -568,7 +573,7 @@ def _churn_init(x, options):
 
 
 def _churn_step(state, row, ts, evaluate, noise, proc, options):
-    churn, s_min, s_max, s_noise, steps = options
+    _, s_min, s_max, s_noise = options
     x, y_hat, k0, r_hat, t_hat = state
     t, t1 = ts[row["n"]], ts[row["n"] + 1]
     # EDM works with y = x / alpha and the scale-free level r = sigma / alpha; there
@@ -576,10 +581,11 @@ def _churn_step(state, row, ts, evaluate, noise, proc, options):
     r_t = jnp.exp(-0.5 * proc.log_snr(t))
     r_1 = jnp.exp(-0.5 * proc.log_snr(t1))
     in_range = (r_t >= s_min) & (r_t <= s_max)
-    gamma = jnp.where(in_range, min(churn / steps, math.sqrt(2.0) - 1.0), 0.0)
+    gamma = jnp.where(in_range, row["gamma"], 0.0)
     r_new = r_t * (1.0 + gamma)
     t_new = jnp.where(gamma > 0, proc.t_from_log_snr(-2.0 * jnp.log(r_new)), t)
-    y_new = x / proc.alpha(t) + jnp.sqrt(r_new**2 - r_t**2) * s_noise * noise()
+    # sqrt(r_new^2 - r^2) written as r sqrt(gamma (2 + gamma)): never negative by round-off.
+    y_new = x / proc.alpha(t) + r_t * jnp.sqrt(gamma * (2.0 + gamma)) * s_noise * noise()
     first = row["stage"] == 0
     r_hat = jnp.where(first, r_new, r_hat)
     t_hat = jnp.where(first, t_new, t_hat)
@@ -602,8 +608,8 @@ def edm_churn(churn: float = 30.0, churn_min: float = 0.0, churn_max: float = fl
     the next level (Euler on the last step). ``churn = 0`` is the deterministic Heun sampler.
     """
     options = (float(churn), float(churn_min), float(churn_max), float(noise))
-    return Solver("edm_churn", _churn_plan, _churn_init, _churn_step, _first, False,
-                  options)
+    return Solver("edm_churn", _churn_plan, _churn_init, _churn_step, _first, False, options,
+                  stochastic=True)
 
 
 SDE_METHODS = {"euler_maruyama": euler_maruyama, "predictor_corrector": predictor_corrector,
@@ -616,13 +622,6 @@ def _resolve(method, table):
     if method not in table:
         raise ValueError(f"method must be one of {tuple(table)} or a Solver, got {method!r}")
     return table[method]()
-
-
-def _with_steps(solver, steps):
-    # EDM churn scales gamma with the number of steps; it is the only solver that needs it.
-    if solver.name == "edm_churn" and len(solver.options) == 4:
-        return solver._replace(options=solver.options + (steps,))
-    return solver
 
 
 # --------------------------------------------------------------------------------------------
@@ -695,7 +694,9 @@ _sample_jit = _maybe_jit(_sample_impl, ("score", "shape", "steps", "solver", "ki
 def _sample(key, score, proc, shape, steps, method, table, t_min, t_max, kind, save_at, x_init,
             dtype, stochastic):
     steps = _check_steps(steps)
-    solver = _with_steps(_resolve(method, table), steps)
+    solver = _resolve(method, table)
+    if solver.stochastic and not stochastic:
+        raise ValueError(f"method {solver.name!r} is stochastic: use sample_sde")
     if key is None and (stochastic or x_init is None):
         raise ValueError("key must be given (it may be None only for sample_ode with x_init)")
     if kind not in GRID_KINDS:
@@ -812,6 +813,9 @@ def integrate_ode(score, proc, x_init, ts, method: str | Solver = "rk4", *, save
         (3, 4)
     """
     solver = _resolve(method, ODE_METHODS)
+    if solver.stochastic:
+        raise ValueError(f"method {solver.name!r} is stochastic: integrate_ode needs an ODE "
+                         "solver")
     _check_batch(x_init)
     ts = jnp.asarray(ts, jnp.result_type(x_init))
     if ts.ndim != 1 or ts.shape[0] < 2:
@@ -848,7 +852,7 @@ def _langevin_impl(key, x_init, sigmas, hs, *, score, temper, potential_grad, sa
 
     # Built under the trace: the per-step arrays ride in the options, not in a static argument.
     solver = Solver("langevin", _langevin_plan, _x_init, _langevin_step, _identity, False,
-                    (sigmas, hs))
+                    (sigmas, hs), stochastic=True)
     keys = jax.random.split(key, x_init.shape[0])
     ts = jnp.zeros(steps + 1, x_init.dtype)  # no time axis; the Trajectory reports sigmas
     out = _run(solver, drift, None, ts, x_init, keys, save_at, steps)

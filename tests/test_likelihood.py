@@ -51,11 +51,13 @@ def test_hutchinson_unbiased(x64, probe):
     proc, t_min = ms.VP(), 1e-3
     mix, x, exact = _setup(proc, t_min, n=1)
     score = ms.score_fn(mix, proc)
-    m = 300
+    m, steps = 200, 64
     keys = jax.random.split(jax.random.key(5), m)
     est = jax.vmap(lambda k: likelihood.log_prob(score, proc, x[0], t_min, "hutchinson", key=k,
-                                                 probe=probe))(keys)
-    reference = likelihood.log_prob(score, proc, x[0], t_min, "exact")
+                                                 probe=probe, steps=steps))(keys)
+    # The probe is fixed along the path, so the mean is the exact-divergence solve on the
+    # same grid; that solve is itself within 1e-3 of the exact log-density.
+    reference = likelihood.log_prob(score, proc, x[0], t_min, "exact", steps=steps)
     se = float(est.std()) / math.sqrt(m)
     assert se > 0
     assert abs(float(est.mean()) - float(reference)) < 4 * se

@@ -189,6 +189,11 @@ def test_bad_inputs():
         sampling.predictor_corrector(corrector_steps=0)
     with pytest.raises(ValueError, match="key"):
         sampling.sample_sde(None, score, proc, (2, 2), steps=4)
+    with pytest.raises(ValueError, match="stochastic"):
+        sampling.sample_ode(key, score, proc, (2, 2), steps=4, method=sampling.ddpm())
+    with pytest.raises(ValueError, match="stochastic"):
+        sampling.integrate_ode(score, proc, jnp.ones((2, 2)), jnp.linspace(1.0, 0.5, 3),
+                               method=sampling.euler_maruyama())
 
 
 # ------------------------------------------------------------------------------------------
