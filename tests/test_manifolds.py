@@ -657,3 +657,32 @@ def test_dtype_follows_input(dtype):
         for v in (*st, proj):
             assert v.dtype == jnp.dtype(dtype)
             assert np.all(np.isfinite(np.asarray(v)))
+
+
+def test_samplers_follow_their_laws():
+    """Histograms of the parameters of exact draws against the clean densities."""
+    n, bins = 20_000, 12
+
+    def tv(values, lo, hi, density):
+        counts, edges = np.histogram(np.asarray(values), bins=bins, range=(lo, hi))
+        fine = np.linspace(lo, hi, bins * 64 + 1)
+        mid = 0.5 * (fine[1:] + fine[:-1])
+        mass = density(mid).reshape(bins, 64).sum(1)
+        return 0.5 * np.abs(counts / counts.sum() - mass / mass.sum()).sum()
+
+    ell = ms.Ellipse(axes=(2.0, 0.5))
+    t = jax.jit(lambda m, k: jax.vmap(m.angle)(m.sample(k, n)))(ell, jax.random.key(0))
+    speed = lambda t: np.sqrt((2.0 * np.sin(t)) ** 2 + (0.5 * np.cos(t)) ** 2)
+    assert tv(t, -math.pi, math.pi, speed) < 0.03
+    assert tv(t, -math.pi, math.pi, np.ones_like) > 0.1  # the test can tell the laws apart
+
+    roll = ms.SwissRoll(scale=0.1, measure="area", nodes=512)
+    th = jax.jit(lambda m, k: jax.vmap(m.coordinates)(m.sample(k, n)))(roll, jax.random.key(1))
+    lo, hi = 1.5 * math.pi, 4.5 * math.pi
+    assert tv(th[:, 0], lo, hi, lambda t: np.sqrt(1 + t * t)) < 0.03
+    assert tv(th[:, 1], 0.0, 21.0, np.ones_like) < 0.03
+
+    ring = ms.RingTorus(nodes=64)
+    ang = jax.jit(lambda m, k: jax.vmap(m.angles)(m.sample(k, n)))(ring, jax.random.key(2))
+    assert tv(ang[:, 1], -math.pi, math.pi, lambda p: 1.0 + 0.4 * np.cos(p)) < 0.03
+    assert tv(ang[:, 0], -math.pi, math.pi, np.ones_like) < 0.03

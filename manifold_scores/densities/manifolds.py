@@ -6,7 +6,10 @@ point. Spheres, circles, von Mises laws and flat tori are exact in closed form (
 functions); the ring torus integrates one angle in closed form and the other by periodic
 quadrature; the ellipse, the swiss roll and any chart (:class:`Parametric`) are quadratures,
 i.e. weighted isotropic Gaussian mixtures evaluated by :func:`manifold_scores.mixtures.isotropic`,
-exact to a level set by the node spacing (checked against ``sigma``).
+exact to a level set by the node spacing. The spacing is checked against ``sigma`` whenever the
+values are concrete (eager calls): a grid too coarse raises a ``ValueError`` that says how many
+nodes, or which sigma, would do (``on_coarse="warn"`` warns instead). Under ``jit`` the values
+are tracers and the check is skipped; ``min_sigma(alpha)`` gives the limit to check by hand.
 
 Each manifold also exposes its geometry: ``project(x)`` (nearest point), ``distance(x)``,
 ``tangent_basis(x)`` and ``normal_projector(x)`` at the nearest point.
@@ -1105,14 +1108,31 @@ class Ellipse(Density):
         return mixtures.isotropic(x, pts, lw, alpha, sigma, chunk_size=self.chunk_size)
 
     def sample(self, key, n: int) -> jax.Array:
-        """``n`` points: inverse-CDF sampling on the node grid, jittered within a cell."""
-        t, lw = self._nodes(self.frame.dtype)
-        h = 2.0 * math.pi / self.nodes
+        """``n`` exact draws; one key per sample.
+
+        Arc length: ``t`` uniform, accepted with probability ``speed(t) / max(a, b)``; von Mises:
+        the Wood (1994) sampler.
+        """
+        dtype = self.frame.dtype
+        if self.kappa is not None:
+            mean_dir = jnp.stack([jnp.cos(self.mu), jnp.sin(self.mu)]).astype(dtype)
+            kappa = jnp.asarray(self.kappa, dtype)
+            plane = jax.vmap(lambda kk: _sample_vmf(kk, mean_dir, kappa, 2, dtype))(
+                jax.random.split(key, n))
+            return self.point(jnp.arctan2(plane[:, 1], plane[:, 0]))
+        a, b = self.axes[0], self.axes[1]
+        top = jnp.maximum(a, b)
 
         def one(kk):
-            k1, k2 = jax.random.split(kk)
-            i = jax.random.categorical(k1, lw)
-            return t[i] + h * (jax.random.uniform(k2, (), self.frame.dtype) - 0.5)
+            def body(state):
+                key, _, _ = state
+                key, k1, k2 = jax.random.split(key, 3)
+                t = jax.random.uniform(k1, (), dtype, 0.0, 2.0 * math.pi)
+                speed = jnp.sqrt((a * jnp.sin(t)) ** 2 + (b * jnp.cos(t)) ** 2)
+                return key, t, jax.random.uniform(k2, (), dtype) * top <= speed
+
+            init = (kk, jnp.zeros((), dtype), jnp.array(False))
+            return lax.while_loop(lambda st: ~st[2], body, init)[1]
 
         return self.point(jax.vmap(one)(jax.random.split(key, n)))
 
@@ -1327,19 +1347,27 @@ class SwissRoll(Density):
         return MixtureStats(log_p, score, mean, mix.cov_trace + var_h)
 
     def sample(self, key, n: int) -> jax.Array:
-        """``n`` points; ``t`` by inverse CDF on the node grid (jittered), ``h`` uniform."""
+        """``n`` exact draws: ``h`` uniform; ``t`` uniform, for the area law accepted with
+        probability ``sqrt(1 + t^2) / sqrt(1 + t_max^2)``."""
         dtype = self.frame.dtype
-        t_nodes, lw = self._nodes(dtype)
-        edges = jnp.concatenate([t_nodes[:1], 0.5 * (t_nodes[1:] + t_nodes[:-1]),
-                                 t_nodes[-1:]])
+        t_min, t_max = jnp.asarray(self.t_min, dtype), jnp.asarray(self.t_max, dtype)
+
+        def uniform_t(kk):
+            return jax.random.uniform(kk, (), dtype, t_min, t_max)
+
         if self.measure == "parameter":
-            def draw_t(kk):
-                return jax.random.uniform(kk, (), dtype, self.t_min, self.t_max)
+            draw_t = uniform_t
         else:
             def draw_t(kk):
-                k1, k2 = jax.random.split(kk)
-                i = jax.random.categorical(k1, lw)
-                return edges[i] + (edges[i + 1] - edges[i]) * jax.random.uniform(k2, (), dtype)
+                def body(state):
+                    key, _, _ = state
+                    key, k1, k2 = jax.random.split(key, 3)
+                    t = uniform_t(k1)
+                    u = jax.random.uniform(k2, (), dtype)
+                    return key, t, u * jnp.sqrt(1.0 + t_max**2) <= jnp.sqrt(1.0 + t * t)
+
+                init = (kk, jnp.zeros((), dtype), jnp.array(False))
+                return lax.while_loop(lambda st: ~st[2], body, init)[1]
 
         def one(kk):
             k1, k2 = jax.random.split(kk)
