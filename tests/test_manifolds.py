@@ -1,9 +1,9 @@
 """Curved manifolds: exact noised laws against independent quadratures, and their geometry.
 
 References are written in numpy/scipy and share no code with the implementation: brute-force
-midpoint quadratures over the manifold's parameters with at least 1e5 nodes (a different rule and
-node set from the code under test), scipy's exponentially scaled Bessel functions, and zooming
-grid searches for nearest points.
+quadratures over the manifold's parameters with at least 1e5 nodes (midpoint, Simpson or
+Gauss-Legendre in variables the code does not integrate over, never its own rule and nodes),
+scipy's exponentially scaled Bessel functions, and zooming grid searches for nearest points.
 """
 
 from __future__ import annotations
@@ -24,11 +24,6 @@ ALPHA = 0.8
 
 def _lse(a, axis=-1):
     return sps.logsumexp(a, axis=axis)
-
-
-def _rel(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
 
 def _frame(seed, d, k):
