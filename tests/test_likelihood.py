@@ -74,10 +74,10 @@ def test_log_prob_gradient_is_the_score(x64):
 
 def test_float32_runs():
     proc = ms.VP()
-    mix, x, exact = _setup(proc, 1e-2, n=2)
-    est = jax.vmap(lambda y: likelihood.log_prob(ms.score_fn(mix, proc), proc, y, 1e-2))(x)
+    mix, x, exact = _setup(proc, 1e-2, n=1)
+    est = likelihood.log_prob(ms.score_fn(mix, proc), proc, x[0], 1e-2)
     assert est.dtype == jnp.float32
-    assert float(jnp.max(jnp.abs(est - exact))) < 0.05
+    assert abs(float(est - exact[0])) < 0.05
 
 
 def test_bits_per_dim():
