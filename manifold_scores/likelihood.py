@@ -78,7 +78,8 @@ def _score_and_div(score, divergence, probe):
 
 
 def log_prob(score, proc, x, t_min=1e-3, divergence="exact", *, key=None, t_max=None,
-             steps: int = 128, method: str = "rk4", kind: str = "log_snr", probe: str = "gaussian",
+             steps: int = 128, method: str = "rk4", kind: str = "log_snr",
+             probe: str = "rademacher",
              prior: Callable | None = None):
     """``log p_{t_min}(x)`` of one point ``x`` ``(d,)`` through the PF-ODE.
 
@@ -94,7 +95,8 @@ def log_prob(score, proc, x, t_min=1e-3, divergence="exact", *, key=None, t_max=
         steps, method, kind: fixed-step solver (``"euler"``, ``"heun"``, ``"rk4"``) and grid
             (see :func:`manifold_scores.sampling.time_grid`); the log-SNR grid resolves the stiff
             start near ``t_min``.
-        probe: ``"gaussian"`` or ``"rademacher"`` Hutchinson probe.
+        probe: ``"rademacher"`` (the smaller variance: ``z^T A z`` has none from the diagonal
+            of ``A``) or ``"gaussian"`` Hutchinson probe.
         prior: ``x_T -> log p_{t_max}(x_T)``; default :func:`prior_log_prob`.
 
     Returns:
