@@ -33,8 +33,12 @@ def test_log_prob_matches_exact_molrg(x64, divergence):
     assert float(jnp.max(jnp.abs(est - exact))) < 1e-3
 
 
-@pytest.mark.parametrize("proc", [ms.VE(), ms.CosineVP(), ms.EDM(), ms.Flow()],
-                         ids=["VE", "CosineVP", "EDM", "Flow"])
+@pytest.mark.parametrize("proc", [
+    ms.VE(),
+    pytest.param(ms.CosineVP(), marks=pytest.mark.slow),
+    pytest.param(ms.EDM(), marks=pytest.mark.slow),
+    pytest.param(ms.Flow(), marks=pytest.mark.slow),
+], ids=["VE", "CosineVP", "EDM", "Flow"])
 def test_log_prob_other_processes(x64, proc):
     t_min = proc.t_min
     mix, x, exact = _setup(proc, t_min, n=4)
