@@ -40,7 +40,8 @@ def _noise_levels():
 
 
 def _rel(a, b):
-    return np.linalg.norm(np.asarray(a - b), axis=-1) / np.linalg.norm(np.asarray(b), axis=-1)
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.linalg.norm(a - b, axis=-1) / np.linalg.norm(b, axis=-1)
 
 
 def _evaluate(mix, alphas, sigmas, key):
