@@ -48,6 +48,7 @@ __all__ = [
     "MixtureStats",
     "isotropic",
     "isotropic_logits",
+    "isotropic_sharded",
     "lowrank",
     "lowrank_logits",
     "divergence",
@@ -100,19 +101,20 @@ def _merge(a: _Acc, b: _Acc) -> _Acc:
     return _Acc(top, *(ca * u + cb * v for u, v in zip(a[1:], b[1:], strict=True)))
 
 
-def _stream(chunk_fn, arrays, x, num_chunks: int) -> _Acc:
-    """Fold ``chunk_fn`` over the leading chunk axis of ``arrays`` with an online log-sum-exp."""
+def _stream(chunk_fn, arrays, num_chunks: int) -> _Acc:
+    """Fold ``chunk_fn`` over the leading chunk axis of ``arrays`` with an online log-sum-exp.
+
+    The first chunk seeds the accumulator, so the carry inherits its types (and, inside
+    ``shard_map``, its per-device variance) without a synthetic ``-inf`` start.
+    """
+    first = chunk_fn(jax.tree.map(lambda a: a[0], arrays))
     if num_chunks == 1:
-        return chunk_fn(jax.tree.map(lambda a: a[0], arrays))
-    d = x.shape[0]
-    zero = jnp.zeros((), x.dtype)
-    init = _Acc(jnp.array(-jnp.inf, x.dtype), zero, jnp.zeros(d, x.dtype),
-                jnp.zeros(d, x.dtype), zero, zero, zero)
+        return first
 
     def body(acc, chunk):
         return _merge(acc, chunk_fn(chunk)), None
 
-    acc, _ = lax.scan(body, init, arrays)
+    acc, _ = lax.scan(body, first, jax.tree.map(lambda a: a[1:], arrays))
     return acc
 
 
@@ -214,6 +216,17 @@ def isotropic(x, points, log_weights, alpha, sigma, *, chunk_size: int | None = 
 @functools.partial(jax.jit, static_argnums=(5, 6, 7))
 def _isotropic(x, points, log_weights, alpha, sigma, chunk_size, refine, refine_tol):
     # jit so that eager calls reuse one compiled program instead of re-tracing the scan body
+    acc = _isotropic_acc(x, points, log_weights, alpha, sigma, chunk_size, refine, refine_tol)
+    return _isotropic_stats(acc, x, alpha, sigma)
+
+
+def _isotropic_stats(acc, x, alpha, sigma):
+    log_norm = -0.5 * x.shape[0] * jnp.log(2.0 * math.pi * sigma * sigma)
+    return _to_stats(acc, x, alpha, sigma, log_norm)
+
+
+def _isotropic_acc(x, points, log_weights, alpha, sigma, chunk_size, refine, refine_tol) -> _Acc:
+    """The streamed accumulator of the isotropic mixture (before normalisation)."""
     n, d = points.shape
     (pts, lw), num_chunks, size = _pad_chunks(
         (points, log_weights), (0.0, -jnp.inf), n, chunk_size)
@@ -266,13 +279,84 @@ def _isotropic(x, points, log_weights, alpha, sigma, chunk_size, refine, refine_
             return plain(y, lw_c, y_sq, dist_sq)
         return lax.cond(needs_refine, refined, plain, y, lw_c, y_sq, dist_sq)
 
-    acc = _stream(chunk_fn, (pts, lw), x, num_chunks)
-    log_norm = -0.5 * d * jnp.log(2.0 * math.pi * sigma * sigma)
-    return _to_stats(acc, x, alpha, sigma, log_norm)
+    return _stream(chunk_fn, (pts, lw), num_chunks)
 
 
 def _no_within(w):
-    return jnp.zeros((), w.dtype)
+    # point masses have no within-component spread; derived from w so that it varies per
+    # device like every other accumulator field inside shard_map
+    return 0.0 * w[0]
+
+
+def isotropic_sharded(xs, points, log_weights, alpha, sigma, *, mesh: jax.sharding.Mesh,
+                      points_axis: str, batch_axis: str | None = None,
+                      chunk_size: int | None = DEFAULT_CHUNK_SIZE, refine: int | None = None,
+                      refine_tol: float = 1e-6) -> MixtureStats:
+    """:func:`isotropic` for a batch, with the components sharded over devices.
+
+    Each device streams its own share of the ``N`` components for every query; the partial
+    accumulators are then combined by a cross-device log-sum-exp (``pmax`` of the running
+    maxima, ``psum`` of the rescaled sums), so no device ever holds more than ``N / devices``
+    components or a ``(batch, N)`` array. Queries may also be split over ``batch_axis``.
+
+    Args:
+        xs: queries, shape ``(B, d)`` (a batch: this function is already vectorised).
+        points, log_weights, alpha, sigma, chunk_size, refine, refine_tol: as in
+            :func:`isotropic`.
+        mesh: the device mesh.
+        points_axis: mesh axis that splits the components.
+        batch_axis: optional mesh axis that splits the queries.
+
+    Returns:
+        :class:`MixtureStats` with a leading batch axis.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jax.sharding import Mesh
+        >>> mesh = Mesh(jax.devices(), ("points",))
+        >>> pts = jax.random.normal(jax.random.key(0), (1000, 3))
+        >>> st = isotropic_sharded(jnp.zeros((4, 3)), pts, jnp.full(1000, -jnp.log(1000.)),
+        ...                        1.0, 0.5, mesh=mesh, points_axis="points")
+        >>> st.score.shape
+        (4, 3)
+    """
+    from jax.sharding import PartitionSpec as P
+
+    xs = jnp.asarray(xs)
+    _checks.check_ndim(xs, 2, "xs", "(B, d)")
+    _, points, log_weights, alpha, sigma = _isotropic_inputs(
+        xs[0], points, log_weights, alpha, sigma)
+    xs = xs.astype(points.dtype)
+    _check_chunk_size(chunk_size)
+    if points_axis not in mesh.axis_names:
+        raise ValueError(f"points_axis {points_axis!r} is not an axis of the mesh "
+                         f"{mesh.axis_names}")
+    if batch_axis is not None and batch_axis not in mesh.axis_names:
+        raise ValueError(f"batch_axis {batch_axis!r} is not an axis of the mesh {mesh.axis_names}")
+    shards = mesh.shape[points_axis]
+    pad = (-points.shape[0]) % shards  # empty components (log-weight -inf) fill the last shard
+    if pad:
+        points = jnp.pad(points, ((0, pad), (0, 0)))
+        log_weights = jnp.pad(log_weights, (0, pad), constant_values=-jnp.inf)
+
+    def local(xs_local, pts_local, lw_local, alpha, sigma):
+        acc = jax.vmap(_isotropic_acc, (0, None, None, None, None, None, None, None))(
+            xs_local, pts_local, lw_local, alpha, sigma, chunk_size, refine, refine_tol)
+        top = jax.lax.pmax(acc.top, points_axis)
+        ref = jnp.where(jnp.isfinite(top), top, 0.0)
+        scale = jnp.exp(acc.top - ref)
+        merged = _Acc(top, *(jax.lax.psum(_scale_rows(scale, f), points_axis) for f in acc[1:]))
+        return jax.vmap(_isotropic_stats, (0, 0, None, None))(merged, xs_local, alpha, sigma)
+
+    fn = jax.shard_map(
+        local, mesh=mesh,
+        in_specs=(P(batch_axis), P(points_axis), P(points_axis), P(), P()),
+        out_specs=P(batch_axis))
+    return jax.jit(fn)(xs, points, log_weights, alpha, sigma)
+
+
+def _scale_rows(scale, field):
+    return scale.reshape(scale.shape + (1,) * (field.ndim - 1)) * field
 
 
 def _lowrank_terms(x, u, log_weights, mu, s, alpha, sigma, tau2):
@@ -378,7 +462,7 @@ def _lowrank(x, bases, log_weights, alpha, sigma, means, scales, tau2, chunk_siz
             jnp.sum(m * m, -1),
         )
 
-    acc = _stream(chunk_fn, (u, lw, mu, s), x, num_chunks)
+    acc = _stream(chunk_fn, (u, lw, mu, s), num_chunks)
     return _to_stats(acc, x, alpha, sigma, jnp.zeros((), x.dtype))
 
 
