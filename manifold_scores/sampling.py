@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from manifold_scores import _checks
+
 __all__ = [
     "GRID_KINDS",
     "ODE_METHODS",
@@ -100,16 +102,6 @@ def _check_shape(shape):
     if len(shape) < 2 or any(s < 1 for s in shape):
         raise ValueError(f"shape must be (n, d, ...) with positive sizes, got {shape}")
     return shape
-
-
-def _check_positive_all(value, name):
-    v = _concrete_float(value) if jnp.ndim(value) == 0 else None
-    if v is not None and not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be positive and finite, got {v}")
-    if jnp.ndim(value) > 0 and not isinstance(value, jax.core.Tracer):
-        arr = np.asarray(value)
-        if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-            raise ValueError(f"{name} must be positive and finite")
 
 
 def _check_batch(x, name="x_init"):
@@ -901,8 +893,8 @@ def langevin(key, score_at_sigma, x_init, steps: int = 1000, step_size=1e-2, sig
     dtype = jnp.result_type(x_init)
     sigmas = jnp.full((steps,), sigma, dtype)
     hs = jnp.full((steps,), step_size, dtype)
-    _check_positive_all(sigma, "sigma")
-    _check_positive_all(step_size, "step_size")
+    _checks.check_positive(sigma, "sigma")
+    _checks.check_positive(step_size, "step_size")
     return _langevin_jit(key, x_init, sigmas, hs, score=score_at_sigma, temper=float(temper),
                          potential_grad=potential_grad, save_at=_check_save_at(save_at, steps),
                          steps=steps)
@@ -937,8 +929,8 @@ def annealed_langevin(key, score_at_sigma, x_init, sigmas: Sequence[float] | jax
     sigmas = jnp.asarray(sigmas, dtype)
     if sigmas.ndim != 1 or sigmas.shape[0] < 1:
         raise ValueError(f"sigmas must have shape (L,) with L >= 1, got shape {sigmas.shape}")
-    _check_positive_all(sigmas, "sigmas")
-    _check_positive_all(step_size, "step_size")
+    _checks.check_positive(sigmas, "sigmas")
+    _checks.check_positive(step_size, "step_size")
     steps = m * sigmas.shape[0]
     hs = step_size * (sigmas / sigmas[-1]) ** 2
     return _langevin_jit(key, x_init, jnp.repeat(sigmas, m), jnp.repeat(hs, m),
