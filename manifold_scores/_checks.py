@@ -15,6 +15,7 @@ import numpy as np
 
 __all__ = [
     "is_concrete",
+    "float_dtype",
     "as_float_array",
     "check_point",
     "check_positive",
@@ -34,10 +35,14 @@ def is_concrete(value: Any) -> bool:
     return isinstance(value, (np.ndarray, jax.Array, float, int, np.floating, np.integer))
 
 
-def is_array_like(value: Any) -> bool:
-    """True for arrays, tracers and Python numbers; False for PyTree placeholders."""
-    return isinstance(value, (np.ndarray, jax.Array, jax.core.Tracer, float, int, list, tuple,
-                              np.floating, np.integer))
+def float_dtype(*values: Any):
+    """The floating dtype that ``values`` promote to (``None`` and non-floats ignored).
+
+    Falls back to the default float (float32, or float64 under x64): dtype follows the input.
+    """
+    dtypes = [jnp.result_type(v) for v in values if v is not None]
+    dtypes = [d for d in dtypes if jnp.issubdtype(d, jnp.floating)]
+    return jnp.result_type(*dtypes) if dtypes else jnp.result_type(float)
 
 
 def as_float_array(value: Any, name: str) -> jax.Array:

@@ -155,10 +155,6 @@ def _check_chunk_size(chunk_size):
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
 
 
-def _common_dtype(*arrays):
-    return jnp.result_type(*[a for a in arrays if a is not None], float)
-
-
 def _isotropic_inputs(x, points, log_weights, alpha, sigma):
     points = jnp.asarray(points)
     log_weights = jnp.asarray(log_weights)
@@ -169,7 +165,7 @@ def _isotropic_inputs(x, points, log_weights, alpha, sigma):
     if jnp.shape(log_weights) != (n,):
         raise ValueError(f"log_weights must have shape ({n},), got {jnp.shape(log_weights)}")
     _checks.check_noise_levels(alpha, sigma)
-    dtype = _common_dtype(x, points, log_weights)
+    dtype = _checks.float_dtype(x, points, log_weights)
     return tuple(jnp.asarray(a, dtype) for a in (x, points, log_weights, alpha, sigma))
 
 
@@ -399,7 +395,7 @@ def _lowrank_inputs(x, bases, log_weights, alpha, sigma, means, scales, noise_fl
         raise ValueError(f"scales must have shape ({kk}, {r}), got {jnp.shape(scales)}")
     _checks.check_scalar(noise_floor, "noise_floor")
     _checks.check_noise_levels(alpha, sigma)
-    dtype = _common_dtype(x, bases, log_weights, means, scales)
+    dtype = _checks.float_dtype(x, bases, log_weights, means, scales)
     cast = lambda a: jnp.asarray(a, dtype)
     means = jnp.zeros((kk, d), dtype) if means is None else cast(means)
     scales = jnp.ones((kk, r), dtype) if scales is None else cast(scales)

@@ -257,12 +257,6 @@ def _sample_vmf(key, mean_dir, kappa, k: int, dtype):
 # ---------------------------------------------------------------------------------------------
 
 
-def _default_dtype(*values):
-    dts = [jnp.asarray(v).dtype for v in values if v is not None and _checks.is_array_like(v)]
-    dts = [d for d in dts if jnp.issubdtype(d, jnp.floating)]
-    return jnp.result_type(*dts) if dts else jnp.result_type(float)
-
-
 def _make_frame(dim: int, k: int, frame, key, dtype, name: str = "frame") -> jax.Array:
     """Orthonormal ``(dim, k)`` frame: given, Haar-random from ``key``, or the first ``k`` axes."""
     if not isinstance(dim, (int, np.integer)) or dim < 1:
@@ -407,21 +401,12 @@ class _RoundSphere(Density):
         return self.centre + self.radius * jnp.dot(theta, self.frame.T, precision=HIGHEST)
 
 
-def _is_placeholder(value) -> bool:
-    """True for PyTree placeholders (tree_unflatten, tree.map to non-arrays): skip validation."""
-    return value is not None and not isinstance(
-        value, (np.ndarray, jax.Array, jax.core.Tracer, list))
-
-
 def _sphere_init(obj, dim, k, key, extra_dtype=()):
-    if _is_placeholder(obj.frame):
-        return False
-    dtype = _default_dtype(obj.frame, obj.centre, obj.radius, *extra_dtype)
+    dtype = _checks.float_dtype(obj.frame, obj.centre, obj.radius, *extra_dtype)
     frame = _make_frame(dim, k, obj.frame, key, dtype)
     object.__setattr__(obj, "frame", frame)
     object.__setattr__(obj, "centre", _make_centre(dim, obj.centre, frame.dtype))
     object.__setattr__(obj, "radius", _positive_scalar(obj.radius, "radius", frame.dtype))
-    return True
 
 
 @pytree_dataclass
@@ -572,8 +557,7 @@ class VonMises(_CircleGeometry, _RoundSphere):
     key: dataclasses.InitVar[jax.Array | None] = None
 
     def __post_init__(self, key):
-        if not _sphere_init(self, self.dim, 2, key, (self.kappa, self.mu)):
-            return
+        _sphere_init(self, self.dim, 2, key, (self.kappa, self.mu))
         dtype = self.frame.dtype
         object.__setattr__(self, "kappa", _nonnegative_scalar(self.kappa, "kappa", dtype))
         mu = _checks.as_float_array(self.mu, "mu")
@@ -635,13 +619,11 @@ class FlatTorus(Density):
     key: dataclasses.InitVar[jax.Array | None] = None
 
     def __post_init__(self, key):
-        if _is_placeholder(self.frame):
-            return
         radii = _checks.as_float_array(self.radii, "radii")
         if radii.ndim != 1 or radii.shape[0] < 1:
             raise ValueError(f"radii must have shape (m,) with m >= 1, got {radii.shape}")
         _checks.check_positive(radii, "radii")
-        dtype = _default_dtype(self.frame, self.centre, radii)
+        dtype = _checks.float_dtype(self.frame, self.centre, radii)
         frame = _make_frame(self.dim, 2 * radii.shape[0], self.frame, key, dtype)
         object.__setattr__(self, "frame", frame)
         object.__setattr__(self, "centre", _make_centre(self.dim, self.centre, frame.dtype))
@@ -819,14 +801,12 @@ class RingTorus(Density):
     key: dataclasses.InitVar[jax.Array | None] = None
 
     def __post_init__(self, key):
-        if _is_placeholder(self.frame):
-            return
         if self.measure not in ("area", "parameter"):
             raise ValueError(f"measure must be 'area' or 'parameter', got {self.measure!r}")
         if not isinstance(self.nodes, (int, np.integer)) or self.nodes < 8:
             raise ValueError(f"nodes must be an integer >= 8, got {self.nodes!r}")
         _check_on_coarse(self.on_coarse)
-        dtype = _default_dtype(self.frame, self.centre, self.major_radius, self.minor_radius)
+        dtype = _checks.float_dtype(self.frame, self.centre, self.major_radius, self.minor_radius)
         frame = _make_frame(self.dim, 3, self.frame, key, dtype)
         big = _positive_scalar(self.major_radius, "major_radius", frame.dtype)
         small = _positive_scalar(self.minor_radius, "minor_radius", frame.dtype)
@@ -1044,8 +1024,6 @@ class Ellipse(Density):
     intrinsic_dim = 1
 
     def __post_init__(self, key):
-        if _is_placeholder(self.frame):
-            return
         if not isinstance(self.nodes, (int, np.integer)) or self.nodes < 8:
             raise ValueError(f"nodes must be an integer >= 8, got {self.nodes!r}")
         _check_on_coarse(self.on_coarse)
@@ -1053,7 +1031,7 @@ class Ellipse(Density):
         if axes.shape != (2,):
             raise ValueError(f"axes must have shape (2,) (the semi-axes a, b), got {axes.shape}")
         _checks.check_positive(axes, "axes")
-        dtype = _default_dtype(self.frame, self.centre, axes)
+        dtype = _checks.float_dtype(self.frame, self.centre, axes)
         frame = _make_frame(self.dim, 2, self.frame, key, dtype)
         object.__setattr__(self, "frame", frame)
         object.__setattr__(self, "centre", _make_centre(self.dim, self.centre, frame.dtype))
@@ -1272,14 +1250,12 @@ class SwissRoll(Density):
     intrinsic_dim = 2
 
     def __post_init__(self, key):
-        if _is_placeholder(self.frame):
-            return
         if self.measure not in ("area", "parameter"):
             raise ValueError(f"measure must be 'area' or 'parameter', got {self.measure!r}")
         if not isinstance(self.nodes, (int, np.integer)) or self.nodes < 16:
             raise ValueError(f"nodes must be an integer >= 16, got {self.nodes!r}")
         _check_on_coarse(self.on_coarse)
-        dtype = _default_dtype(self.frame, self.centre, self.scale, self.height)
+        dtype = _checks.float_dtype(self.frame, self.centre, self.scale, self.height)
         frame = _make_frame(self.dim, 3, self.frame, key, dtype)
         object.__setattr__(self, "frame", frame)
         object.__setattr__(self, "centre", _make_centre(self.dim, self.centre, frame.dtype))
