@@ -1,14 +1,27 @@
 """Input validation shared by every module.
 
-Shapes are checked at trace time (they are static). Values are checked only where they are
-concrete (constructors and eager calls); a traced value cannot be inspected without a host
-round-trip, so under ``jit`` value checks are skipped rather than turned into silent NaNs.
+Shapes are checked at trace time (they are static) and raise ``ValueError`` naming the argument.
+Values are checked eagerly where they are concrete (constructors, calls outside ``jit``), also
+with ``ValueError``. Under ``jit`` a noise level is a tracer: :func:`check_noise_levels` then
+threads it through :func:`equinox.error_if`, so that ``sigma <= 0``, a negative ``alpha`` or a
+NaN raises at run time (a ``ValueError`` carrying the same message) instead of computing a
+silent NaN or the answer at ``|sigma|``. Setting the environment variable
+``EQX_ON_ERROR=nan`` turns those run-time errors into NaNs (no host callback), for users who
+prefer that on accelerators.
+
+Run-time checks cost one ``lax.cond`` per call. Code that has already validated its noise
+levels (a sampler checks its whole time grid before the scan) traces the densities it calls
+inside :func:`validated`, which skips them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,7 +38,31 @@ __all__ = [
     "check_ndim",
     "check_nonempty",
     "check_noise_levels",
+    "validated",
 ]
+
+_VALIDATED = contextvars.ContextVar("manifold_scores_validated", default=False)
+
+
+@contextlib.contextmanager
+def validated() -> Iterator[None]:
+    """Trace-time context: the caller has checked the noise levels; skip run-time checks."""
+    token = _VALIDATED.set(True)
+    try:
+        yield
+    finally:
+        _VALIDATED.reset(token)
+
+
+def runtime_check(value: Any, bad: Any, message: str) -> Any:
+    """``value``, raising ``message`` at run time where the traced predicate ``bad`` holds.
+
+    Eager callers check concrete values themselves; this is for tracers under ``jit``. Inside
+    :func:`validated` it returns ``value`` untouched.
+    """
+    if _VALIDATED.get():
+        return value
+    return eqx.error_if(value, bad, message)
 
 
 def is_concrete(value: Any) -> bool:
@@ -90,12 +127,23 @@ def check_nonnegative(value: Any, name: str) -> None:
             raise ValueError(f"{name} must be non-negative and finite, got {arr}")
 
 
-def check_noise_levels(alpha: Any, sigma: Any) -> None:
-    """``alpha >= 0`` and ``sigma > 0``, both scalars."""
+def check_noise_levels(alpha: Any, sigma: Any) -> tuple[Any, Any]:
+    """``alpha >= 0`` and ``sigma > 0``, both finite scalars; returns ``(alpha, sigma)``.
+
+    Concrete values raise ``ValueError`` now; traced values come back wrapped in a run-time
+    check, so callers must use the returned pair.
+    """
     check_scalar(alpha, "alpha")
     check_scalar(sigma, "sigma")
     check_positive(sigma, "sigma")
     check_nonnegative(alpha, "alpha")
+    if not is_concrete(sigma):
+        sigma = runtime_check(sigma, ~(jnp.isfinite(sigma) & (sigma > 0)),
+                              "sigma must be positive and finite")
+    if not is_concrete(alpha):
+        alpha = runtime_check(alpha, ~(jnp.isfinite(alpha) & (alpha >= 0)),
+                              "alpha must be non-negative and finite")
+    return alpha, sigma
 
 
 def check_probability_vector(weights: Any, name: str = "weights", atol: float | None = None):

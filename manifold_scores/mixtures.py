@@ -164,7 +164,7 @@ def _isotropic_inputs(x, points, log_weights, alpha, sigma):
     _checks.check_point(x, d)
     if jnp.shape(log_weights) != (n,):
         raise ValueError(f"log_weights must have shape ({n},), got {jnp.shape(log_weights)}")
-    _checks.check_noise_levels(alpha, sigma)
+    alpha, sigma = _checks.check_noise_levels(alpha, sigma)
     dtype = _checks.float_dtype(x, points, log_weights)
     return tuple(jnp.asarray(a, dtype) for a in (x, points, log_weights, alpha, sigma))
 
@@ -394,7 +394,7 @@ def _lowrank_inputs(x, bases, log_weights, alpha, sigma, means, scales, noise_fl
     if scales is not None and jnp.shape(scales) != (kk, r):
         raise ValueError(f"scales must have shape ({kk}, {r}), got {jnp.shape(scales)}")
     _checks.check_scalar(noise_floor, "noise_floor")
-    _checks.check_noise_levels(alpha, sigma)
+    alpha, sigma = _checks.check_noise_levels(alpha, sigma)
     dtype = _checks.float_dtype(x, bases, log_weights, means, scales)
     cast = lambda a: jnp.asarray(a, dtype)
     means = jnp.zeros((kk, d), dtype) if means is None else cast(means)

@@ -303,7 +303,7 @@ def _nonnegative_scalar(value, name: str, dtype) -> jax.Array:
 def _inputs(density, x, alpha, sigma):
     """Validate one point and the noise levels; cast to the common dtype."""
     _checks.check_point(x, density.dim)
-    _checks.check_noise_levels(alpha, sigma)
+    alpha, sigma = _checks.check_noise_levels(alpha, sigma)
     dtype = jnp.result_type(x, density.frame, float)
     return (jnp.asarray(x, dtype), jnp.asarray(alpha, dtype), jnp.asarray(sigma, dtype))
 
@@ -1537,7 +1537,7 @@ class Parametric(Density):
     def stats(self, x, alpha, sigma) -> MixtureStats:
         """``(log p, score, E[X|x], tr Cov[X|x])`` of the quadrature mixture."""
         _checks.check_point(x, self.dim)
-        _checks.check_noise_levels(alpha, sigma)
+        alpha, sigma = _checks.check_noise_levels(alpha, sigma)
         self.check_resolution(alpha, sigma)
         return mixtures.isotropic(x, self.points, self.log_weights, alpha, sigma,
                                   chunk_size=self.chunk_size)
