@@ -8,7 +8,7 @@ Example:
     (8,)
 """
 
-from manifold_scores import likelihood, mixtures, processes, sampling, scores
+from manifold_scores import likelihood, mixtures, processes, sampling, scores, testing
 from manifold_scores.densities import (
     Circle,
     Density,
@@ -54,4 +54,5 @@ __all__ = [
     "sampling",
     "score_fn",
     "scores",
+    "testing",
 ]

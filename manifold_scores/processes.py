@@ -23,6 +23,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from manifold_scores import _checks
 from manifold_scores._pytree import pytree_dataclass
 
 __all__ = ["Process", "VE", "VP", "CosineVP", "EDM", "Flow"]
@@ -32,10 +33,36 @@ class Process:
     """Protocol shared by the processes; subclasses define the closed forms.
 
     Attributes ``t_min`` and ``t_max`` give the default time interval used by samplers.
+    :attr:`time_domain` is the open interval of times where ``sigma > 0``, ``alpha > 0`` and the
+    SDE coefficients are finite; :meth:`check_interval` validates a sampler's interval against
+    it (eagerly, when the values are concrete).
     """
 
     t_min: float
     t_max: float
+    #: ``(lo, hi, lo_inclusive)``: valid times satisfy ``lo < t < hi`` (``lo <= t`` if inclusive).
+    time_domain: tuple[float, float, bool] = (0.0, math.inf, False)
+
+    def check_interval(self, t_min, t_max) -> None:
+        """Raise ``ValueError`` unless ``t_min < t_max`` both lie in :attr:`time_domain`.
+
+        Traced values are skipped (a sampler checks ``sigma > 0`` on its grid at run time).
+        """
+        lo, hi, inclusive = self.time_domain
+        name = type(self).__name__
+        for label, t in (("t_min", t_min), ("t_max", t_max)):
+            if not _checks.is_concrete(t):
+                continue
+            value = float(t)
+            below = value < lo if inclusive else value <= lo
+            if not math.isfinite(value) or below or value >= hi:
+                left = "[" if inclusive else "("
+                raise ValueError(f"{label} must lie in {left}{lo:g}, {hi:g}) for {name}, got "
+                                 f"{value:g}")
+        if _checks.is_concrete(t_min) and _checks.is_concrete(t_max) and \
+                not float(t_min) < float(t_max):
+            raise ValueError(f"t_min must be < t_max, got t_min={float(t_min):g}, "
+                             f"t_max={float(t_max):g}")
 
     def alpha(self, t):
         raise NotImplementedError
@@ -69,6 +96,30 @@ class Process:
         return self.alpha(t), self.sigma(t)
 
 
+def _positive(obj, *names):
+    """Constructor check: the named fields are positive and finite (when concrete)."""
+    for name in names:
+        value = getattr(obj, name)
+        if _checks.is_concrete(value) and (not math.isfinite(float(value)) or float(value) <= 0):
+            raise ValueError(f"{type(obj).__name__}: {name} must be positive and finite, got "
+                             f"{float(value)}")
+
+
+def _ordered(obj, lo_name, hi_name, strict=True):
+    lo, hi = getattr(obj, lo_name), getattr(obj, hi_name)
+    if _checks.is_concrete(lo) and _checks.is_concrete(hi):
+        ok = float(lo) < float(hi) if strict else float(lo) <= float(hi)
+        if not ok:
+            raise ValueError(f"{type(obj).__name__}: {lo_name} must be "
+                             f"{'<' if strict else '<='} {hi_name}, got {lo_name}={float(lo)}, "
+                             f"{hi_name}={float(hi)}")
+
+
+def _default_interval(obj):
+    """The default ``(t_min, t_max)`` must be a valid interval of the process itself."""
+    obj.check_interval(obj.t_min, obj.t_max)
+
+
 def _t(t):
     t = jnp.asarray(t)
     if not jnp.issubdtype(t.dtype, jnp.floating):
@@ -84,6 +135,12 @@ class VE(Process):
     sigma_max: float = 50.0
     t_min: float = 0.0
     t_max: float = 1.0
+    time_domain = (0.0, math.inf, True)  # sigma(0) = sigma_min > 0
+
+    def __post_init__(self):
+        _positive(self, "sigma_min", "sigma_max")
+        _ordered(self, "sigma_min", "sigma_max")
+        _default_interval(self)
 
     def _log_ratio(self):
         return jnp.log(self.sigma_max) - jnp.log(self.sigma_min)
@@ -121,6 +178,11 @@ class VP(Process):
     beta_max: float = 20.0
     t_min: float = 1e-3
     t_max: float = 1.0
+
+    def __post_init__(self):
+        _positive(self, "beta_min", "beta_max")
+        _ordered(self, "beta_min", "beta_max", strict=False)
+        _default_interval(self)
 
     def _integral(self, t):
         t = _t(t)
@@ -164,12 +226,22 @@ class CosineVP(Process):
     """Cosine schedule (Nichol & Dhariwal): ``alpha = cos(theta(t)) / cos(theta(0))``.
 
     ``theta(t) = (t + s) / (1 + s) * pi / 2``, ``sigma^2 = 1 - alpha^2``; ``f = -theta' tan theta``,
-    ``g^2 = -2 f``.
+    ``g^2 = -2 f``. Near ``t = 1`` every quantity is written through the complementary angle
+    ``phi = pi/2 - theta = (1 - t) / (1 + s) * pi / 2``, formed from ``1 - t`` (exact in floating
+    point near 1), so float32 keeps its relative precision where ``alpha -> 0``.
     """
 
     s: float = 0.008
     t_min: float = 1e-3
     t_max: float = 0.999
+    time_domain = (0.0, 1.0, False)
+
+    def __post_init__(self):
+        _positive(self, "s")
+        _default_interval(self)
+
+    def _phi(self, t):
+        return (1.0 - _t(t)) / (1.0 + self.s) * (0.5 * math.pi)
 
     def _theta(self, t):
         return (_t(t) + self.s) / (1.0 + self.s) * (0.5 * math.pi)
@@ -178,30 +250,34 @@ class CosineVP(Process):
         return self.s / (1.0 + self.s) * (0.5 * math.pi)
 
     def alpha(self, t):
-        return jnp.cos(self._theta(t)) / jnp.cos(self._theta0())
+        return jnp.sin(self._phi(t)) / math.cos(self._theta0())
 
     def sigma(self, t):
         # 1 - alpha^2 = (cos^2 th0 - cos^2 th) / cos^2 th0
         #             = sin(th - th0) sin(th + th0) / cos^2 th0, accurate as alpha -> 1.
         th, th0 = self._theta(t), self._theta0()
-        return jnp.sqrt(jnp.sin(th - th0) * jnp.sin(th + th0)) / jnp.cos(th0)
+        return jnp.sqrt(jnp.sin(th - th0) * jnp.sin(th + th0)) / math.cos(th0)
 
     def drift(self, t):
-        return -(0.5 * math.pi) / (1.0 + self.s) * jnp.tan(self._theta(t))
+        # tan(theta) = 1 / tan(phi)
+        return -(0.5 * math.pi) / (1.0 + self.s) / jnp.tan(self._phi(t))
 
     def diffusion_squared(self, t):
         return -2.0 * self.drift(t)
 
-    def t_from_sigma(self, sigma):
-        alpha = jnp.sqrt(1.0 - jnp.square(sigma))
-        return self._t_from_alpha(alpha)
-
-    def _t_from_alpha(self, alpha):
-        th = jnp.arccos(alpha * jnp.cos(self._theta0()))
+    def _t_from(self, alpha, sigma):
+        # cos(theta) = alpha cos(th0); sin(theta)^2 = sin^2 th0 + sigma^2 cos^2 th0: both sides
+        # accurate, so atan2 is well conditioned at either end of the interval.
+        c0, s0 = math.cos(self._theta0()), math.sin(self._theta0())
+        th = jnp.arctan2(jnp.sqrt(s0 * s0 + jnp.square(sigma) * c0 * c0), alpha * c0)
         return th * (1.0 + self.s) / (0.5 * math.pi) - self.s
 
+    def t_from_sigma(self, sigma):
+        sigma = jnp.asarray(sigma)
+        return self._t_from(jnp.sqrt((1.0 - sigma) * (1.0 + sigma)), sigma)
+
     def t_from_log_snr(self, log_snr):
-        return self._t_from_alpha(jnp.sqrt(jax.nn.sigmoid(log_snr)))
+        return self._t_from(jnp.sqrt(jax.nn.sigmoid(log_snr)), jnp.sqrt(jax.nn.sigmoid(-log_snr)))
 
 
 @pytree_dataclass
@@ -210,6 +286,10 @@ class EDM(Process):
 
     sigma_min: float = 0.002
     sigma_max: float = 80.0
+
+    def __post_init__(self):
+        _positive(self, "sigma_min", "sigma_max")
+        _ordered(self, "sigma_min", "sigma_max")
 
     @property
     def t_min(self):
@@ -250,6 +330,10 @@ class Flow(Process):
 
     t_min: float = 1e-3
     t_max: float = 0.999
+    time_domain = (0.0, 1.0, False)
+
+    def __post_init__(self):
+        _default_interval(self)
 
     def alpha(self, t):
         return 1.0 - _t(t)

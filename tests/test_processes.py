@@ -81,3 +81,40 @@ def test_processes_are_pytrees_and_jit():
     assert len(leaves) == 4
     f = jax.jit(lambda p, t: p.sigma(t))
     np.testing.assert_allclose(f(proc, 0.5), proc.sigma(0.5), rtol=1e-6)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ms.VP(beta_min=-1.0),
+    lambda: ms.VP(beta_min=5.0, beta_max=1.0),
+    lambda: ms.VP(beta_max=float("nan")),
+    lambda: ms.VE(sigma_min=-1.0),
+    lambda: ms.VE(sigma_min=10.0, sigma_max=1.0),
+    lambda: ms.VE(t_min=0.5, t_max=0.2),
+    lambda: ms.CosineVP(s=0.0),
+    lambda: ms.CosineVP(t_min=0.0),
+    lambda: ms.EDM(sigma_min=0.0),
+    lambda: ms.EDM(sigma_min=2.0, sigma_max=1.0),
+    lambda: ms.Flow(t_max=1.0),
+])
+def test_bad_parameters_raise(make):
+    with pytest.raises(ValueError, match="must"):
+        make()
+
+
+@pytest.mark.parametrize("name", PROCESSES)
+def test_check_interval(name):
+    proc = PROCESSES[name]
+    proc.check_interval(proc.t_min, proc.t_max)  # the defaults are valid
+    with pytest.raises(ValueError, match="t_min must be < t_max"):
+        proc.check_interval(proc.t_max, proc.t_min)
+    with pytest.raises(ValueError, match="t_min must lie"):
+        proc.check_interval(-1.0, proc.t_max)
+
+
+def test_cosine_float32_keeps_digits_near_t_max():
+    """alpha -> 0 at t -> 1: formed from 1 - t, float32 keeps ~1e-7 relative (it lost 8e-5)."""
+    ts = np.linspace(0.9, 0.999, 12).astype(np.float32)  # the same float32 times in both runs
+    got = jax.vmap(ms.CosineVP().alpha)(jnp.asarray(ts))
+    with jax.enable_x64(True):
+        ref = np.asarray(jax.vmap(ms.CosineVP().alpha)(jnp.asarray(ts, jnp.float64)))
+    assert np.max(np.abs(np.asarray(got, np.float64) - ref) / ref) < 1e-6

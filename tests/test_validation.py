@@ -102,3 +102,39 @@ def test_valid_input_is_accepted_without_copies():
     emp = ms.Empirical(pts)  # NumPy input is fine
     assert emp.points.shape == (10, 3)
     assert np.isfinite(float(emp.log_prob(jnp.zeros(3), 1.0, 0.5)))
+
+
+def _traced_densities():
+    key = jax.random.key(0)
+    return {
+        "molrg": ms.MoLRG.random(key, dim=6, rank=2, num_components=2),
+        "empirical": ms.Empirical(jax.random.normal(key, (32, 6))),
+        "sphere": ms.Sphere(dim=6, intrinsic_dim=2, key=key),
+        "ellipse": ms.Ellipse(dim=6, axes=(1.0, 0.5), key=key),
+    }
+
+
+@pytest.mark.parametrize("name", ["molrg", "empirical", "sphere", "ellipse"])
+def test_traced_noise_levels_are_checked_under_jit(name):
+    """Under jit, sigma = 0, sigma < 0 and NaN raise at run time (never a silent NaN, never the
+    answer at |sigma|); valid values still run, also under vmap and grad."""
+    density = _traced_densities()[name]
+    f = jax.jit(jax.vmap(density.score, (0, None, None)))
+    xs = jnp.ones((3, 6))
+    assert np.all(np.isfinite(np.asarray(f(xs, 1.0, 0.5))))
+    for sigma in (0.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="sigma must be positive"):
+            jax.block_until_ready(f(xs, 1.0, sigma))
+    with pytest.raises(ValueError, match="alpha must be non-negative"):
+        jax.block_until_ready(f(xs, -1.0, 0.5))
+    grad = jax.jit(jax.grad(lambda s: density.log_prob(xs[0], 1.0, s)))(0.5)
+    assert np.isfinite(float(grad))
+
+
+@pytest.mark.parametrize("n", [-1, 2.5, "3"])
+def test_sample_count_must_be_a_non_negative_integer(mix, n):
+    with pytest.raises(ValueError, match="n must be a non-negative integer"):
+        mix.sample(jax.random.key(0), n)
+    with pytest.raises(ValueError, match="n must be a non-negative integer"):
+        ms.Circle(dim=2).sample(jax.random.key(0), n)
+    assert mix.sample(jax.random.key(0), 0).shape == (0, 6)

@@ -14,6 +14,9 @@ the rest; the unused outputs are removed by XLA's dead-code elimination under ``
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import jax
 
 from manifold_scores.mixtures import MixtureStats, divergence
@@ -21,8 +24,34 @@ from manifold_scores.mixtures import MixtureStats, divergence
 __all__ = ["Density"]
 
 
+def _checked_sample(sample):
+    """Wrap a subclass's ``sample(key, n)`` so that ``n`` is validated first."""
+
+    @functools.wraps(sample)
+    def wrapper(self, key, n, *args, **kwargs):
+        try:
+            n = operator.index(n)
+        except TypeError:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}") from None
+        if n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n}")
+        return sample(self, key, n, *args, **kwargs)
+
+    return wrapper
+
+
 class Density:
-    """Base class: subclasses define ``dim`` and either :meth:`stats` or all four methods."""
+    """Base class: subclasses define ``dim`` and either :meth:`stats` or all four methods.
+
+    Every subclass's ``sample(key, n)`` is wrapped so that ``n`` must be a non-negative integer
+    (a ``ValueError`` naming ``n``, instead of a shape error deep inside XLA).
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in ("sample", "sample_with_labels"):
+            if name in cls.__dict__:
+                setattr(cls, name, _checked_sample(cls.__dict__[name]))
 
     @property
     def dim(self) -> int:
