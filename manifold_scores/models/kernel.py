@@ -1,0 +1,363 @@
+"""The WPO-informed kernel model: a Gaussian mixture with learned local precisions.
+
+Zhang, Liu, Li, Katsoulakis, Osher, "Wasserstein proximal operators describe score-based
+generative models and resolve memorization" (arXiv 2402.06162):
+
+    pi(x) = (1/N) sum_i N(x; z_i, Gamma_i^{-1}),   Gamma_i = L_i L_i^T + eps I,
+
+with ``L_i = L(z_i)`` from a small MLP of the centre (depth 5, width 64 in the official code) or
+free per-centre parameters. ``L_i`` is ``(d, q)``: ``q = d`` lower-triangular (``full=True``, the
+official Cholesky factor) or ``q << d`` (the scalable variant: isotropic plus rank ``q``). Under
+the heat flow ``Y = alpha X + sigma Z`` it stays a mixture, with means ``alpha z_i`` and
+``C_i = alpha^2 Gamma_i^{-1} + sigma^2 I``, so the score is closed form at every
+``(alpha, sigma)``, ``sigma = 0`` (the terminal condition the model is trained at) included.
+
+Everything is computed from ``q x q`` matrices, never ``d x d``: with ``G = L^T L``,
+``M = eps I + G``, ``h = alpha^2 + sigma^2 eps``, ``K = h I + sigma^2 G`` and ``u = x - alpha z``,
+
+    C^{-1} = Gamma W,   W u = (h I + sigma^2 L L^T)^{-1} u = (u - sigma^2 L K^{-1} L^T u) / h,
+    log det C = (d - q) log(h / eps) + log det K - log det M,
+    tr C^{-1} = (tr M + eps (d - q) - sigma^2 tr(K^{-1} G M)) / h,
+
+and the component score ``s_i = -C_i^{-1} u = -(eps / h) u - L b`` with ``b`` in ``R^q``. The
+mixture is streamed over chunks of centres with an online log-sum-exp; vectors in ``R^d`` enter
+only through matmuls with ``x`` and with the stacked factors, so under ``vmap`` over a batch no
+``(batch, centres, d)`` array is formed. The divergence of the score needs no autodiff:
+
+    div s = sum_i w_i (|s_i|^2 - tr C_i^{-1}) - |s|^2,
+
+so implicit score matching (the training objective, at ``alpha = 1, sigma = 0``) costs one pass.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from manifold_scores.models import kernel
+    >>> z = jax.random.normal(jax.random.key(0), (50, 2))
+    >>> p = kernel.init(jax.random.key(1), z, width=8, depth=2)
+    >>> st = kernel.stats(p, jnp.zeros(2), 1.0, 0.0)
+    >>> st.score.shape, st.divergence.shape
+    ((2,), ())
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+from jax import lax
+
+from manifold_scores import _checks
+from manifold_scores._pytree import pytree_dataclass, static_field
+
+__all__ = ["KernelParams", "KernelStats", "FactorNet", "init", "factors", "stats", "apply",
+           "score_and_divergence", "ism_loss", "sample"]
+
+HIGHEST = lax.Precision.HIGHEST
+
+
+class FactorNet(nn.Module):
+    """``z -> L(z)``, flattened ``(d q,)``: ``depth`` tanh layers of ``width``."""
+
+    out: int
+    width: int = 64
+    depth: int = 5
+    bias_init: Any = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, z):
+        h = z
+        for _ in range(self.depth - 1):
+            h = jnp.tanh(nn.Dense(self.width, param_dtype=z.dtype)(h))
+        return nn.Dense(self.out, param_dtype=z.dtype, bias_init=self.bias_init,
+                        kernel_init=nn.initializers.normal(1e-2))(h)
+
+
+@pytree_dataclass
+class KernelParams:
+    """Centres ``(N, d)`` and the factor parameters (MLP variables or ``(N, d, q)``): the leaves.
+
+    Static: ``rank`` (``q``), ``full`` (lower-triangular ``d x d``), ``kind`` (``"mlp"`` or
+    ``"free"``), ``eps``, ``learn_centres``, MLP ``width``/``depth``, ``process`` (for
+    :func:`apply`) and ``chunk_size`` (centres per streamed chunk).
+    """
+
+    centres: jax.Array
+    factor: Any
+    rank: int = static_field()
+    full: bool = static_field(default=True)
+    kind: str = static_field(default="mlp")
+    eps: float = static_field(default=1.0)
+    learn_centres: bool = static_field(default=False)
+    width: int = static_field(default=64)
+    depth: int = static_field(default=5)
+    process: Any = static_field(default=None)
+    chunk_size: int | None = static_field(default=1024)
+    target: str = static_field(default="score")
+
+    @property
+    def dim(self) -> int:
+        return self.centres.shape[1]
+
+    @property
+    def num_centres(self) -> int:
+        return self.centres.shape[0]
+
+    def net(self) -> FactorNet:
+        return FactorNet(self.dim * self.rank, self.width, self.depth)
+
+
+def init(key, centres, *, rank: int | None = None, kind: str = "mlp", eps: float = 1.0,
+         init_scale: float = 1.0, width: int = 64, depth: int = 5, learn_centres: bool = False,
+         process=None, chunk_size: int | None = 1024) -> KernelParams:
+    """Kernel model on ``centres`` ``(N, d)``; initially ``L_i = init_scale [I_q; 0]``.
+
+    Args:
+        key: PRNG key (MLP weights; free factors get a small random perturbation).
+        centres: ``(N, d)`` kernel centres (training points or any other set).
+        rank: ``q``; ``None`` gives the full lower-triangular ``d x d`` factor.
+        kind: ``"mlp"`` (``L = MLP(z)``) or ``"free"`` (one ``(d, q)`` matrix per centre).
+        eps: the isotropic precision floor (``Gamma >= eps I``), static.
+        init_scale: initial ``L`` is ``init_scale`` times the first ``q`` columns of ``I``, so
+            the initial kernel has standard deviation ``1 / sqrt(init_scale^2 + eps)`` there.
+        width, depth: the MLP's (depth counts the output layer).
+        learn_centres: let gradients move the centres (otherwise they are held fixed).
+        process: turns ``t`` into ``(alpha, sigma)`` in :func:`apply`.
+        chunk_size: centres per streamed chunk.
+    """
+    centres = _checks.as_float_array(centres, "centres")
+    _checks.check_ndim(centres, 2, "centres", "(N, d)")
+    _checks.check_nonempty(centres, "centres")
+    n, d = centres.shape
+    full = rank is None
+    q = d if full else int(rank)
+    if not 1 <= q <= d:
+        raise ValueError(f"rank must be in [1, {d}], got {rank}")
+    if kind not in ("mlp", "free"):
+        raise ValueError(f"kind must be 'mlp' or 'free', got {kind!r}")
+    _checks.check_positive(eps, "eps")
+    dtype = centres.dtype
+    base = init_scale * jnp.eye(d, q, dtype=dtype)
+    if kind == "mlp":
+        net = FactorNet(d * q, width, depth, bias_init=lambda *_: base.reshape(-1))
+        factor = net.init(key, centres[0])
+    else:
+        factor = base + 1e-2 * init_scale * jax.random.normal(key, (n, d, q), dtype)
+        if full:
+            factor = jnp.tril(factor)
+    return KernelParams(centres, factor, q, full, kind, float(eps), learn_centres, width, depth,
+                        process, chunk_size)
+
+
+def _mask(params, lmat):
+    return jnp.tril(lmat) if params.full else lmat
+
+
+def _factors_of(params: KernelParams, factor, z):
+    """``L`` for the centres ``z`` (``(c, d)``) given the factor leaf (or its chunk)."""
+    d, q = params.dim, params.rank
+    if params.kind == "mlp":
+        lmat = jax.vmap(lambda zi: params.net().apply(factor, zi))(z).reshape(-1, d, q)
+    else:
+        lmat = factor
+    return _mask(params, lmat)
+
+
+def factors(params: KernelParams) -> jax.Array:
+    """All factors ``L_i``, shape ``(N, d, q)`` (materialised: for inspection and references)."""
+    return _factors_of(params, params.factor, params.centres)
+
+
+class KernelStats(NamedTuple):
+    """Statistics of the noised kernel mixture at one point (see the module docstring)."""
+
+    log_prob: jax.Array
+    score: jax.Array
+    mean: jax.Array
+    cov_trace: jax.Array
+    divergence: jax.Array
+
+
+class _Acc(NamedTuple):
+    top: jax.Array
+    total: jax.Array
+    score: jax.Array  # sum w s_i
+    mean: jax.Array  # sum w m_i
+    sq_minus_tr: jax.Array  # sum w (|s_i|^2 - tr C_i^{-1})
+    within: jax.Array  # sum w tr Cov[X | x, i]
+    mean_sq: jax.Array  # sum w |m_i|^2
+
+
+def _merge(a: _Acc, b: _Acc) -> _Acc:
+    top = jnp.maximum(a.top, b.top)
+    ref = jnp.where(jnp.isfinite(top), top, 0.0)
+    ca, cb = jnp.exp(a.top - ref), jnp.exp(b.top - ref)
+    return _Acc(top, *(ca * u + cb * v for u, v in zip(a[1:], b[1:], strict=True)))
+
+
+def _chunk(x, z, lmat, lw, alpha, sigma, eps) -> _Acc:
+    """Accumulator of one chunk of centres ``z`` ``(c, d)``, factors ``(c, d, q)``."""
+    c, d, q = lmat.shape
+    dtype = x.dtype
+    a2, s2 = alpha * alpha, sigma * sigma
+    h = a2 + s2 * eps
+    # x-independent q x q algebra (unbatched under vmap over x)
+    gram = jnp.einsum("cdq,cdp->cqp", lmat, lmat, precision=HIGHEST)
+    eye = jnp.eye(q, dtype=dtype)
+    m_mat = eps * eye + gram
+    k_mat = h * eye + s2 * gram
+    m_chol = jnp.linalg.cholesky(m_mat)
+    k_chol = jnp.linalg.cholesky(k_mat)
+    k_inv = jsl.cho_solve((k_chol, True), jnp.broadcast_to(eye, k_mat.shape))
+    logdet_m = 2.0 * jnp.sum(jnp.log(jnp.diagonal(m_chol, axis1=-2, axis2=-1)), -1)
+    logdet_k = 2.0 * jnp.sum(jnp.log(jnp.diagonal(k_chol, axis1=-2, axis2=-1)), -1)
+    log_det = (d - q) * jnp.log(h / eps) + logdet_k - logdet_m
+    kg = jnp.einsum("cqp,cpr->cqr", k_inv, gram, precision=HIGHEST)
+    tr_kg = jnp.trace(kg, axis1=-2, axis2=-1)
+    tr_kgm = jnp.einsum("cqr,crq->c", kg, m_mat, precision=HIGHEST)
+    tr_cinv = (jnp.trace(m_mat, axis1=-2, axis2=-1) + eps * (d - q) - s2 * tr_kgm) / h
+    within = (s2 / h) * (d - s2 * tr_kg)
+    lz = jnp.einsum("cdq,cd->cq", lmat, z, precision=HIGHEST)
+    z_sq = jnp.sum(z * z, -1)
+    # x-dependent parts: only (c,) and (c, q) arrays
+    lflat = lmat.transpose(0, 2, 1).reshape(c * q, d)
+    lx = jnp.dot(lflat, x, precision=HIGHEST).reshape(c, q)
+    xz = jnp.dot(z, x, precision=HIGHEST)
+    x_sq = jnp.sum(x * x)
+    lu = lx - alpha * lz
+    u_sq = jnp.maximum(x_sq - 2.0 * alpha * xz + a2 * z_sq, 0.0)
+    cc = jnp.einsum("cqp,cp->cq", k_inv, lu, precision=HIGHEST)
+    gc = jnp.einsum("cqp,cp->cq", gram, cc, precision=HIGHEST)
+    g = (lu - s2 * gc) / h  # L^T W u
+    b = g - (eps * s2 / h) * cc
+    e_h = eps / h
+    quad = jnp.sum(lu * g, -1) + e_h * (u_sq - s2 * jnp.sum(lu * cc, -1))
+    logits = lw - 0.5 * (quad + log_det + d * math.log(2.0 * math.pi))
+    gb = jnp.einsum("cqp,cp->cq", gram, b, precision=HIGHEST)
+    s_sq = e_h * e_h * u_sq + 2.0 * e_h * jnp.sum(lu * b, -1) + jnp.sum(b * gb, -1)
+    # posterior mean m_i = (1 - a2/h) z + (alpha/h) x - (alpha s2/h) L c
+    ca, cb, cl = 1.0 - a2 / h, alpha / h, alpha * s2 / h
+    lc_sq = jnp.sum(cc * gc, -1)
+    m_sq = (ca * ca * z_sq + cb * cb * x_sq + cl * cl * lc_sq + 2.0 * ca * cb * xz
+            - 2.0 * ca * cl * jnp.sum(lz * cc, -1) - 2.0 * cb * cl * jnp.sum(lx * cc, -1))
+
+    top = jnp.max(logits)
+    w = jnp.exp(logits - jnp.where(jnp.isfinite(top), top, 0.0))
+    total = jnp.sum(w)
+    wz = jnp.dot(w, z, precision=HIGHEST)
+    lb = jnp.dot((w[:, None] * b).reshape(-1), lflat, precision=HIGHEST)
+    lcw = jnp.dot((w[:, None] * cc).reshape(-1), lflat, precision=HIGHEST)
+    score = -e_h * (total * x - alpha * wz) - lb
+    mean = ca * wz + cb * total * x - cl * lcw
+    return _Acc(top, total, score, mean, jnp.dot(w, s_sq - tr_cinv), jnp.dot(w, within * 1.0),
+                jnp.dot(w, m_sq))
+
+
+def _pad(a, pad, value):
+    if not pad:
+        return a
+    return jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1), constant_values=value)
+
+
+def _check_levels(alpha, sigma):
+    _checks.check_scalar(alpha, "alpha")
+    _checks.check_scalar(sigma, "sigma")
+    _checks.check_nonnegative(alpha, "alpha")
+    _checks.check_nonnegative(sigma, "sigma")
+    if _checks.is_concrete(alpha) and _checks.is_concrete(sigma) and alpha == 0 and sigma == 0:
+        raise ValueError("alpha and sigma must not both be zero")
+
+
+def stats(params: KernelParams, x, alpha, sigma) -> KernelStats:
+    """Log-density, score, posterior mean, posterior-covariance trace and score divergence of
+    ``alpha X + sigma Z`` (``X`` the kernel mixture) at one point ``x``; ``sigma = 0`` allowed."""
+    _checks.check_point(x, params.dim)
+    _check_levels(alpha, sigma)
+    centres = params.centres
+    if not params.learn_centres:
+        centres = lax.stop_gradient(centres)
+    dtype = centres.dtype
+    x = jnp.asarray(x, dtype)
+    alpha, sigma = jnp.asarray(alpha, dtype), jnp.asarray(sigma, dtype)
+    n, d = centres.shape
+    size = n if params.chunk_size is None or params.chunk_size >= n else int(params.chunk_size)
+    num = -(-n // size)
+    pad = num * size - n
+    lw = jnp.full((n,), -math.log(n), dtype)
+    arrays = [_pad(centres, pad, 0.0).reshape(num, size, d),
+              _pad(lw, pad, -jnp.inf).reshape(num, size)]
+    if params.kind == "free":
+        arrays.append(_pad(params.factor, pad, 0.0).reshape(num, size, d, params.rank))
+
+    def chunk_fn(chunk):
+        z, lw_c = chunk[0], chunk[1]
+        lmat = _factors_of(params, chunk[2] if params.kind == "free" else params.factor, z)
+        return _chunk(x, z, lmat, lw_c, alpha, sigma, params.eps)
+
+    acc = chunk_fn([a[0] for a in arrays])
+    if num > 1:
+        acc, _ = lax.scan(lambda a, ch: (_merge(a, chunk_fn(ch)), None), acc,
+                          [a[1:] for a in arrays])
+    score = acc.score / acc.total
+    mean = acc.mean / acc.total
+    cov_trace = jnp.maximum(acc.within / acc.total + acc.mean_sq / acc.total
+                            - jnp.sum(mean * mean), 0.0)
+    div = acc.sq_minus_tr / acc.total - jnp.sum(score * score)
+    return KernelStats(acc.top + jnp.log(acc.total), score, mean, cov_trace, div)
+
+
+def _levels(params, t, dtype):
+    if params.process is None:
+        raise ValueError("this kernel model has no process: pass process= to init, or call "
+                         "stats(params, x, alpha, sigma)")
+    return (jnp.asarray(params.process.alpha(t), dtype),
+            jnp.asarray(params.process.sigma(t), dtype))
+
+
+def apply(params: KernelParams, x, t):
+    """The score of the noised model at ``(x, t)`` (``alpha, sigma`` from ``params.process``)."""
+    alpha, sigma = _levels(params, t, params.centres.dtype)
+    return stats(params, x, alpha, sigma).score
+
+
+def score_and_divergence(params: KernelParams, x, t):
+    """``(score, div score)`` at ``(x, t)`` in one pass (for :func:`manifold_scores.losses.ism`)."""
+    alpha, sigma = _levels(params, t, params.centres.dtype)
+    st = stats(params, x, alpha, sigma)
+    return st.score, st.divergence
+
+
+def ism_loss(params: KernelParams, x, alpha=1.0, sigma=0.0):
+    """Implicit score matching ``mean_x |s|^2 / 2 + div s`` of the model at ``(alpha, sigma)``
+    (default: the terminal condition ``alpha = 1, sigma = 0``, where the model is trained)."""
+    x = jnp.asarray(x)
+    _checks.check_ndim(x, 2, "x", "(n, d)")
+    st = jax.vmap(stats, (None, 0, None, None))(params, x, alpha, sigma)
+    return jnp.mean(0.5 * jnp.sum(st.score * st.score, -1) + st.divergence)
+
+
+def sample(key, params: KernelParams, n: int, alpha=1.0, sigma=0.0) -> jax.Array:
+    """``n`` draws of ``alpha X + sigma Z`` from the mixture directly (one key per draw).
+
+    ``N(z, Gamma^{-1})`` is drawn as ``xi / sqrt(eps) + V ((s^2 + eps)^{-1/2} - eps^{-1/2}) V^T xi``
+    with ``L = V S W^T`` the thin SVD of the chosen centre's factor (``O(d q)`` per draw).
+    """
+    keys = jax.random.split(key, n)
+    dtype = params.centres.dtype
+    eps = params.eps
+
+    def one(k):
+        k_i, k_x, k_z = jax.random.split(k, 3)
+        i = jax.random.randint(k_i, (), 0, params.num_centres)
+        z = params.centres[i]
+        fac = params.factor[i] if params.kind == "free" else params.factor
+        lmat = _factors_of(params, fac[None] if params.kind == "free" else fac, z[None])[0]
+        v, s, _ = jnp.linalg.svd(lmat, full_matrices=False)
+        xi = jax.random.normal(k_x, (params.dim,), dtype)
+        coef = (1.0 / jnp.sqrt(s * s + eps) - 1.0 / math.sqrt(eps)) * (v.T @ xi)
+        y = z + xi / math.sqrt(eps) + v @ coef
+        return alpha * y + sigma * jax.random.normal(k_z, (params.dim,), dtype)
+
+    return jax.vmap(one)(keys)
