@@ -9,6 +9,7 @@ Example:
 """
 
 from manifold_scores import likelihood, mixtures, processes, sampling, scores, testing
+from manifold_scores import losses, models, training
 from manifold_scores.densities import (
     Circle,
     Density,
@@ -49,9 +50,12 @@ __all__ = [
     "VonMises",
     "denoiser_fn",
     "likelihood",
+    "losses",
     "mixtures",
+    "models",
     "processes",
     "sampling",
+    "training",
     "score_fn",
     "scores",
     "testing",
