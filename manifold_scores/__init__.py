@@ -8,8 +8,17 @@ Example:
     (8,)
 """
 
-from manifold_scores import likelihood, mixtures, processes, sampling, scores, testing
-from manifold_scores import losses, models, training
+from manifold_scores import (
+    likelihood,
+    losses,
+    mixtures,
+    models,
+    processes,
+    sampling,
+    scores,
+    testing,
+    training,
+)
 from manifold_scores.densities import (
     Circle,
     Density,
