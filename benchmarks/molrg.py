@@ -1,0 +1,69 @@
+"""MoLRG score over a grid of (K, r, d) at a batch of B queries, against its baselines.
+
+Implementations, timed in alternating rounds (``speedup`` = baseline time / kernel time):
+
+* ``kernel``: ``jax.vmap(ms.MoLRG(...).score)``, the library's low-rank kernel;
+* ``two-matmul floor``: ``P = X U_all`` and one back-projection, softmax in between
+  (:func:`benchmarks.baselines.molrg_floor`);
+* ``dense solves``: dense ``d x d`` covariances, a Cholesky factor per component and triangular
+  solves with the batch as right-hand side; skipped above a flop budget (noted in the table).
+
+Queries are samples of the noised law (``alpha = 0.9, sigma = 0.1``), bases independent
+(``orthogonal=False``), so that ``K r`` may exceed ``d``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import manifold_scores as ms
+from benchmarks import baselines as bl
+from benchmarks.common import alternate, compile_impl, drop_outputs, rel_err, summarize
+
+# (B, [(K, r, d), ...], rounds) per size
+SIZES = {
+    "tiny": (16, [(3, 2, 8)], 3),
+    "quick": (1024, [(10, 16, 256), (10, 4, 256)], 5),
+    "full": (4096, [(10, 16, 1024), (1, 16, 1024), (10, 4, 1024), (100, 4, 1024),
+                    (10, 64, 1024), (10, 16, 256), (100, 16, 256), (10, 16, 3072)], 5),
+}
+DENSE_FLOPS = 4e11  # skip the dense baseline above this many flops per call (CPU time)
+
+
+def run_case(b, k, r, d, dtype, rounds, alpha=0.9, sigma=0.1, budget_s=None):
+    mix = ms.MoLRG.random(jax.random.key(0), d, r, k, orthogonal=False, dtype=dtype)
+    clean = mix.sample(jax.random.key(1), b)
+    xs = alpha * clean + sigma * jax.random.normal(jax.random.key(2), clean.shape, dtype)
+    notes = []
+    # noise levels are jit arguments (as in a sampler), the same for every implementation
+    a, s = jnp.asarray(alpha, dtype), jnp.asarray(sigma, dtype)
+    impls = [
+        compile_impl("kernel", lambda m, x, a, s: jax.vmap(m.score, (0, None, None))(x, a, s),
+                     mix, xs, a, s, note="MoLRG.score (low-rank kernel)"),
+        compile_impl("two-matmul floor", lambda u, lw, x, a, s: bl.molrg_floor(x, u, lw, a, s),
+                     mix.bases, mix.log_weights, xs, a, s,
+                     note="X U_all, softmax, back-projection"),
+    ]
+    if bl.dense_flops(b, k, d) <= DENSE_FLOPS:
+        impls.append(compile_impl(
+            "dense solves", lambda u, lw, x, a, s: bl.molrg_dense(x, u, lw, a, s),
+            mix.bases, mix.log_weights, xs, a, s, note="Cholesky per component, batch RHS"))
+    else:
+        notes.append(f"dense solves skipped: {bl.dense_flops(b, k, d):.1e} flops per call")
+    times = alternate(impls, rounds, budget_s)
+    rows = summarize(impls, times, "kernel", lambda a, o: rel_err(a, np.asarray(o)))
+    drop_outputs(impls)
+    return {"family": "molrg", "case": "MoLRG score",
+            "shape": {"B": b, "K": k, "r": r, "d": d, "alpha": alpha, "sigma": sigma},
+            "flops_two_matmuls": bl.molrg_flops(b, k, r, d), "rows": rows, "notes": notes}
+
+
+def run(size, dtype, torch=None, log=print):
+    b, grid, rounds = SIZES[size]
+    results = []
+    for k, r, d in grid:
+        log(f"  molrg B={b} K={k} r={r} d={d}")
+        results.append(run_case(b, k, r, d, jnp.dtype(dtype), rounds))
+    return results
