@@ -24,33 +24,55 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from manifold_scores import sampling
+from manifold_scores import _checks
+from manifold_scores._pytree import pytree_dataclass
+from manifold_scores.sampling import _args
+from manifold_scores.sampling._jit import filter_jit
+from manifold_scores.sampling.grids import GRID_KINDS, checked_grid
+from manifold_scores.sampling.ode import ODE_METHODS
+from manifold_scores.sampling.samplers import prior_std
+from manifold_scores.sampling.solver import run
 
-__all__ = ["DIVERGENCES", "bits_per_dim", "divergence_fn", "log_prob", "prior_log_prob"]
+__all__ = ["DIVERGENCES", "DivergenceFn", "bits_per_dim", "divergence_fn", "log_prob",
+           "prior_log_prob"]
 
 DIVERGENCES = ("exact", "hutchinson")
 METHODS = ("euler", "heun", "rk4")
 
 
-def divergence_fn(density, proc) -> Callable:
+@pytree_dataclass
+class DivergenceFn:
+    """``(x, t) -> div_x score(x, t)`` from ``density.score_divergence``; a callable PyTree
+    (density and process are children, so ``log_prob`` takes it as a traced argument)."""
+
+    density: Any
+    process: Any
+
+    def __call__(self, x, t):
+        return self.density.score_divergence(x, self.process.alpha(t), self.process.sigma(t))
+
+    __hash__ = object.__hash__
+
+    def __eq__(self, other):
+        return self is other
+
+
+def divergence_fn(density, proc) -> DivergenceFn:
     """``(x, t) -> div_x score(x, t)`` in closed form, from ``density.score_divergence``.
 
     For mixtures: ``-d / sigma^2 + alpha^2 tr Cov[X | x] / sigma^4``.
     """
-
-    def div(x, t):
-        return density.score_divergence(x, proc.alpha(t), proc.sigma(t))
-
-    return div
+    return DivergenceFn(density, proc)
 
 
 def prior_log_prob(proc, x, t_max=None):
     """``log N(x; 0, prior_std^2 I)``, the prior that ``sampling.prior_sample`` draws from."""
-    std = sampling.prior_std(proc, t_max)
+    std = prior_std(proc, t_max)
     d = x.size
     return -0.5 * jnp.sum(x * x) / std**2 - d * jnp.log(std) - 0.5 * d * math.log(2 * math.pi)
 
@@ -84,12 +106,16 @@ def log_prob(score, proc, x, t_min=1e-3, divergence="exact", *, key=None, t_max=
     """``log p_{t_min}(x)`` of one point ``x`` ``(d,)`` through the PF-ODE.
 
     Args:
-        score: per-point ``score(x, t)``.
+        score: per-point ``score(x, t)``: a callable PyTree such as ``ms.score_fn(density,
+            proc)`` or a model bound to its parameters (traced: new values reuse the
+            compilation), or a plain function (static, by identity).
         proc: the process.
         x: one point, shape ``(d,)``.
-        t_min: the time of the law whose density is returned (``p_{t_min}``, not ``p_0``).
+        t_min: the time of the law whose density is returned (``p_{t_min}``, not ``p_0``,
+            which is singular on a manifold): ``t_min > 0`` and ``sigma > 0`` on the whole grid,
+            else ``ValueError`` (a run-time error when traced).
         divergence: ``"exact"``, ``"hutchinson"`` (needs ``key``), or a callable
-            ``(x, t) -> div_x score`` (e.g. :func:`divergence_fn`).
+            ``(x, t) -> div_x score`` (e.g. :func:`divergence_fn`; a callable PyTree is traced).
         key: PRNG key of the Hutchinson probe.
         t_max: end of the path (default ``proc.t_max``).
         steps, method, kind: fixed-step solver (``"euler"``, ``"heun"``, ``"rk4"``) and grid
@@ -97,7 +123,8 @@ def log_prob(score, proc, x, t_min=1e-3, divergence="exact", *, key=None, t_max=
             start near ``t_min``.
         probe: ``"rademacher"`` (the smaller variance: ``z^T A z`` has none from the diagonal
             of ``A``) or ``"gaussian"`` Hutchinson probe.
-        prior: ``x_T -> log p_{t_max}(x_T)``; default :func:`prior_log_prob`.
+        prior: ``x_T -> log p_{t_max}(x_T)`` (function or callable PyTree); default
+            :func:`prior_log_prob`.
 
     Returns:
         The scalar log-density.
@@ -114,6 +141,8 @@ def log_prob(score, proc, x, t_min=1e-3, divergence="exact", *, key=None, t_max=
     if jnp.ndim(x) != 1:
         raise ValueError(f"x must be one point of shape (d,), got shape {jnp.shape(x)} "
                          "(batches: wrap the call in jax.vmap)")
+    if not callable(score):
+        raise ValueError(f"score must be a callable score(x, t), got {type(score).__name__}")
     if not callable(divergence) and divergence not in DIVERGENCES:
         raise ValueError(f"divergence must be one of {DIVERGENCES} or a callable, got "
                          f"{divergence!r}")
@@ -121,31 +150,41 @@ def log_prob(score, proc, x, t_min=1e-3, divergence="exact", *, key=None, t_max=
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if probe not in ("gaussian", "rademacher"):
         raise ValueError(f"probe must be 'gaussian' or 'rademacher', got {probe!r}")
+    if prior is not None and not callable(prior):
+        raise ValueError(f"prior must be a callable x_T -> log p(x_T) or None, got "
+                         f"{type(prior).__name__}")
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
-    if divergence == "hutchinson" and key is None:
+    hutchinson = isinstance(divergence, str) and divergence == "hutchinson"
+    if hutchinson and key is None:
         raise ValueError("key must be given for divergence='hutchinson'")
-    steps = sampling._check_steps(steps)
-    if kind not in sampling.GRID_KINDS:
-        raise ValueError(f"kind must be one of {sampling.GRID_KINDS}, got {kind!r}")
+    steps = _args.check_steps(steps)
+    if kind not in GRID_KINDS:
+        raise ValueError(f"kind must be one of {GRID_KINDS}, got {kind!r}")
     t_max = proc.t_max if t_max is None else t_max
-    sampling._check_interval(t_min, t_max)
-    return _log_prob_jit(x, proc, t_min, t_max, key if divergence == "hutchinson" else None,
-                         score=score, divergence=divergence, steps=steps, method=method,
-                         kind=kind, probe=probe, prior=prior)
+    _args.check_interval(t_min, t_max, proc)
+    # p_0 is singular on a manifold: the density is that of p_{t_min}, t_min > 0, sigma > 0.
+    lo = _args.concrete_float(t_min)
+    if lo is not None and not lo > 0:
+        raise ValueError(f"t_min must be > 0 (log p_0 is singular on a manifold), got {lo}")
+    if lo is None:
+        t_min = _checks.runtime_check(t_min, ~(t_min > 0), "t_min must be > 0")
+    ts = checked_grid(proc, steps, kind, t_min, t_max, x.dtype)[::-1]
+    return _log_prob_jit(x, ts, key if hutchinson else None, proc=proc,
+                         score=score, divergence=divergence, method=method, probe=probe,
+                         prior=prior)
 
 
-def _log_prob_impl(x, proc, t_min, t_max, key, *, score, divergence, steps, method, kind, probe,
-                   prior):
+def _log_prob_impl(x, ts, key, *, proc, score, divergence, method, probe, prior):
     dtype = x.dtype
     z = None
-    if divergence == "hutchinson":
+    if isinstance(divergence, str) and divergence == "hutchinson":
         draw = jax.random.normal if probe == "gaussian" else jax.random.rademacher
         z = draw(key, x.shape, dtype)
-    ts = sampling._grid(proc, steps, kind, t_min, t_max, 7.0, dtype)[::-1]
     score_div = _score_and_div(score, divergence, z)
     d = x.shape[0]
+    steps = ts.shape[0] - 1
 
     def field(state, t):
         y, _ = state
@@ -153,16 +192,19 @@ def _log_prob_impl(x, proc, t_min, t_max, key, *, score, divergence, steps, meth
         f, g2 = proc.drift(t), proc.diffusion_squared(t)
         return f * y - 0.5 * g2 * s, f * d - 0.5 * g2 * div_s
 
-    solver = sampling.ODE_METHODS[method]()
+    solver = ODE_METHODS[method]()
     # The state is a batch of one (x, delta) pair so that the sampler engine applies unchanged.
     state = (x[None], jnp.zeros((1,), dtype))
-    x_t, delta = sampling._run(solver, field, proc, ts, state, None, None, steps)
+    # sigma > 0 was checked on the whole grid before the scan.
+    with _checks.validated():
+        x_t, delta = run(solver, field, proc, ts, state, None, None, steps)
+    t_max = ts[-1]
     log_prior = prior_log_prob(proc, x_t[0], t_max) if prior is None else prior(x_t[0])
     return log_prior + delta[0]
 
 
-_log_prob_jit = sampling._maybe_jit(
-    _log_prob_impl, ("score", "divergence", "steps", "method", "kind", "probe", "prior"))
+_log_prob_jit = filter_jit(_log_prob_impl, split=("proc", "score", "divergence", "prior"),
+                           static_argnames=("method", "probe"))
 
 
 def bits_per_dim(log_prob_value, dim: int, scale: float = 1.0):

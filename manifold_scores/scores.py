@@ -1,4 +1,4 @@
-"""Conversions between the four parameterisations of a denoiser, and score functions of t.
+"""Score parameterisations: conversions between score, eps, x0 and v, and scores as functions of t.
 
 Under ``x = alpha x0 + sigma eps`` the four targets a network may predict are
 
@@ -18,12 +18,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
-import jax
 import jax.numpy as jnp
 
-__all__ = ["PARAMETERISATIONS", "convert", "tweedie", "score_fn", "denoiser_fn"]
+from manifold_scores._pytree import pytree_dataclass
+
+__all__ = ["PARAMETERISATIONS", "DenoiserFn", "ScoreFn", "convert", "denoiser_fn", "score_fn",
+           "tweedie"]
 
 PARAMETERISATIONS = ("score", "eps", "x0", "v")
 
@@ -82,19 +84,61 @@ def tweedie(score, x, alpha, sigma):
     return (x + sigma * sigma * score) / alpha
 
 
-def score_fn(density, process) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """``(x, t) -> density.score(x, alpha(t), sigma(t))``: the exact score along a process."""
+@pytree_dataclass
+class ScoreFn:
+    """``score(x, t) = density.score(x, alpha(t), sigma(t))``: the exact score along a process.
 
-    def score(x, t):
-        return density.score(x, process.alpha(t), process.sigma(t))
+    A callable PyTree: the density and the process are its children, so samplers take it as a
+    traced ``jit`` argument (a fresh ``score_fn(mix, proc)`` of the same structure reuses the
+    compiled sampler) and ``jax.grad`` reaches the density's arrays. Hashed and compared by
+    identity, so ``jax.jit(score)`` also works.
+    """
 
-    return score
+    density: Any
+    process: Any
+
+    def __call__(self, x, t):
+        return self.density.score(x, self.process.alpha(t), self.process.sigma(t))
+
+    __hash__ = object.__hash__
+
+    def __eq__(self, other):
+        return self is other
 
 
-def denoiser_fn(density, process) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """``(x, t) -> E[X0 | x_t = x]`` along a process."""
+@pytree_dataclass
+class DenoiserFn:
+    """``denoise(x, t) = E[X0 | x_t = x]`` along a process; a callable PyTree like
+    :class:`ScoreFn`."""
 
-    def denoise(x, t):
-        return density.denoise(x, process.alpha(t), process.sigma(t))
+    density: Any
+    process: Any
 
-    return denoise
+    def __call__(self, x, t):
+        return self.density.denoise(x, self.process.alpha(t), self.process.sigma(t))
+
+    __hash__ = object.__hash__
+
+    def __eq__(self, other):
+        return self is other
+
+
+def score_fn(density, process) -> ScoreFn:
+    """``(x, t) -> density.score(x, alpha(t), sigma(t))``: the exact score along a process.
+
+    Returns a callable PyTree (:class:`ScoreFn`), an ordinary ``jit`` argument.
+
+    Example:
+        >>> import jax, manifold_scores as ms
+        >>> mix, proc = ms.MoLRG.random(jax.random.key(0), 4, 1, 2), ms.VP()
+        >>> score = ms.score_fn(mix, proc)
+        >>> score(jax.numpy.ones(4), 0.5).shape, len(jax.tree.leaves(score)) > 0
+        ((4,), True)
+    """
+    return ScoreFn(density, process)
+
+
+def denoiser_fn(density, process) -> DenoiserFn:
+    """``(x, t) -> E[X0 | x_t = x]`` along a process, as a callable PyTree (:class:`DenoiserFn`).
+    """
+    return DenoiserFn(density, process)

@@ -11,6 +11,7 @@ import pytest
 
 import manifold_scores as ms
 from manifold_scores import sampling
+from manifold_scores.sampling import samplers
 
 ODE = ("euler", "heun", "rk4", "dpm_solver_2m")
 SDE = ("euler_maruyama", "predictor_corrector", "ddpm", "edm_churn")
@@ -281,7 +282,7 @@ def test_second_call_does_not_recompile():
         return mix.score(x, proc.alpha(t), proc.sigma(t))
 
     key = jax.random.key(0)
-    cache = sampling._sample_jit.jitted
+    cache = samplers._sample_jit.jitted
     for method in ("euler_maruyama", "ddpm"):
         traces.clear()
         a = sampling.sample_sde(key, score, proc, (16, 4), steps=1000, method=method)
