@@ -24,7 +24,8 @@ def dense_mixture_stats(x, means, covs, log_weights, alpha, sigma) -> MixtureSta
 
     NumPy in float64 (no tracing, no compilation): each ``d x d`` noised covariance
     ``C_k = alpha^2 Sigma_k + sigma^2 I`` goes through ``slogdet`` and ``solve``; ``O(K d^3)``, for
-    references only. Returns NumPy values.
+    references only. Returns NumPy values, ``divergence`` included. ``sigma = 0`` is fine when
+    every ``Sigma_k`` has full rank.
 
     Args:
         x: ``(d,)``; means: ``(K, d)``; covs: ``(K, d, d)`` clean covariances;
@@ -47,7 +48,11 @@ def dense_mixture_stats(x, means, covs, log_weights, alpha, sigma) -> MixtureSta
     mean = w @ post_means
     spread = np.sum(w * np.sum((post_means - mean) ** 2, -1))
     log_prob = top + np.log(np.sum(np.exp(logps - top)))
-    return MixtureStats(log_prob, -(w @ sol), mean, w @ traces + spread)
+    score = -(w @ sol)
+    # div s = -E_w tr C_k^{-1} + E_w |s_k|^2 - |E_w s_k|^2,  s_k = -C_k^{-1} z_k
+    prec_traces = np.trace(np.linalg.inv(c), axis1=-2, axis2=-1)
+    div = -(w @ prec_traces) + w @ np.sum(sol * sol, -1) - score @ score
+    return MixtureStats(log_prob, score, mean, w @ traces + spread, div)
 
 
 def molrg_dense_parts(mix):

@@ -34,12 +34,18 @@ class Empirical(Density):
         chunk_size: points per streamed chunk (static); memory per query is ``O(chunk_size)``.
         refine: per chunk, candidates whose distances are recomputed exactly (static; ``None``
             chooses by dtype, see :func:`manifold_scores.mixtures.isotropic`).
+        centre: the weighted mean of the points (computed when omitted). Distances are
+            evaluated relative to it, so the accuracy does not depend on where the origin is:
+            data offset by ``1e3`` give the same scores and log-densities as the same data at
+            the origin (``1e-5`` relative in float32, ``1e-6`` nats in float64 at
+            ``sigma = 1e-4``; tested).
     """
 
     points: jax.Array
     weights: jax.Array | None = None
     chunk_size: int | None = static_field(default=mixtures.DEFAULT_CHUNK_SIZE)
     refine: int | None = static_field(default=None)
+    centre: jax.Array | None = None
 
     def __post_init__(self):
         points = _checks.as_float_array(self.points, "points")
@@ -58,6 +64,15 @@ class Empirical(Density):
             raise ValueError(f"chunk_size must be a positive integer, got {self.chunk_size}")
         object.__setattr__(self, "points", points)
         object.__setattr__(self, "weights", weights)
+        centre = self.centre
+        if centre is None:
+            centre = mixtures.weighted_centre(points, jnp.log(weights))
+        else:
+            centre = _checks.as_float_array(centre, "centre")
+            if centre.shape != (points.shape[1],):
+                raise ValueError(f"centre must have shape ({points.shape[1]},), "
+                                 f"got {centre.shape}")
+        object.__setattr__(self, "centre", centre.astype(points.dtype))
 
     @property
     def dim(self) -> int:
@@ -79,9 +94,11 @@ class Empirical(Density):
 
     def stats(self, x, alpha, sigma) -> mixtures.MixtureStats:
         return mixtures.isotropic(x, self.points, self.log_weights, alpha, sigma,
-                                  chunk_size=self.chunk_size, refine=self.refine)
+                                  centre=self.centre, chunk_size=self.chunk_size,
+                                  refine=self.refine)
 
     def posterior_weights(self, x, alpha, sigma) -> jax.Array:
         """``P(i | alpha X + sigma Z = x)``, shape ``(N,)`` (materialised: for small N)."""
         return jax.nn.softmax(
-            mixtures.isotropic_logits(x, self.points, self.log_weights, alpha, sigma))
+            mixtures.isotropic_logits(x, self.points, self.log_weights, alpha, sigma,
+                                      centre=self.centre))

@@ -34,7 +34,11 @@ class MoLRG(Density):
         weights: ``(K,)`` mixture weights ``pi`` (a probability vector); uniform if omitted.
         means: optional ``(K, d)`` component means ``mu_k``.
         scales: optional ``(K, r)`` standard deviations along each basis direction (default 1).
-        noise_floor: ``tau >= 0``, an isotropic off-subspace noise level of the clean data.
+        variances: alternative to ``scales``: ``(K, r)`` per-direction variances ``v``, possibly
+            negative as long as ``v + noise_floor^2 > 0`` (the WPO kernel model's components).
+            Such a law cannot be sampled by :meth:`sample` when some ``v < 0``.
+        noise_floor: ``tau >= 0``, an isotropic noise level of the clean data: a scalar or one
+            per component ``(K,)``. With ``tau > 0`` the law may be evaluated at ``sigma = 0``.
         chunk_size: components per streamed chunk (static).
     """
 
@@ -43,6 +47,7 @@ class MoLRG(Density):
     means: jax.Array | None = None
     scales: jax.Array | None = None
     noise_floor: jax.Array | float = 0.0
+    variances: jax.Array | None = None
     chunk_size: int | None = static_field(default=mixtures.DEFAULT_CHUNK_SIZE)
 
     def __post_init__(self):
@@ -61,7 +66,9 @@ class MoLRG(Density):
             if weights.shape != (k,):
                 raise ValueError(f"weights must have shape ({k},), got {weights.shape}")
             _checks.check_probability_vector(weights, "weights")
-        for name, shape in (("means", (k, d)), ("scales", (k, r))):
+        if self.scales is not None and self.variances is not None:
+            raise ValueError("pass scales or variances, not both")
+        for name, shape in (("means", (k, d)), ("scales", (k, r)), ("variances", (k, r))):
             value = getattr(self, name)
             if value is not None:
                 value = _checks.as_float_array(value, name)
@@ -70,8 +77,15 @@ class MoLRG(Density):
                 object.__setattr__(self, name, value)
         if self.scales is not None:
             _checks.check_nonnegative(self.scales, "scales")
-        _checks.check_scalar(self.noise_floor, "noise_floor")
+        if jnp.ndim(self.noise_floor) not in (0, 1) or (
+                jnp.ndim(self.noise_floor) == 1 and jnp.shape(self.noise_floor) != (k,)):
+            raise ValueError(f"noise_floor must be a scalar or have shape ({k},), got "
+                             f"{jnp.shape(self.noise_floor)}")
         _checks.check_nonnegative(self.noise_floor, "noise_floor")
+        if self.variances is not None and _checks.is_concrete(self.variances):
+            tau2 = jnp.broadcast_to(jnp.square(jnp.asarray(self.noise_floor)), (k,))
+            if bool(jnp.any(self.variances + tau2[:, None] <= 0)):
+                raise ValueError("variances + noise_floor^2 must be positive")
         object.__setattr__(self, "bases", bases)
         object.__setattr__(self, "weights", weights)
 
@@ -136,26 +150,35 @@ class MoLRG(Density):
         coef = jax.random.normal(k_coef, (self.rank,), self.bases.dtype)
         if self.scales is not None:
             coef = coef * self.scales[comp]
+        elif self.variances is not None:  # NaN where a variance is negative: not a sampler
+            coef = coef * jnp.sqrt(self.variances[comp])
+        floor = jnp.broadcast_to(jnp.asarray(self.noise_floor), (self.num_components,))[comp]
         x = self.bases[comp] @ coef
         if self.means is not None:
             x = x + self.means[comp]
-        x = x + self.noise_floor * jax.random.normal(k_floor, (self.dim,), self.bases.dtype)
+        x = x + floor * jax.random.normal(k_floor, (self.dim,), self.bases.dtype)
         return x, comp
 
     def stats(self, x, alpha, sigma) -> mixtures.MixtureStats:
         return mixtures.lowrank(x, self.bases, self.log_weights, alpha, sigma, means=self.means,
-                                scales=self.scales, noise_floor=self.noise_floor,
-                                chunk_size=self.chunk_size)
+                                scales=self.scales, variances=self.variances,
+                                noise_floor=self.noise_floor, chunk_size=self.chunk_size)
 
     def posterior_weights(self, x, alpha, sigma) -> jax.Array:
         """``P(k | alpha X + sigma Z = x)``, shape ``(K,)``."""
         return jax.nn.softmax(mixtures.lowrank_logits(
             x, self.bases, self.log_weights, alpha, sigma, means=self.means, scales=self.scales,
-            noise_floor=self.noise_floor))
+            variances=self.variances, noise_floor=self.noise_floor))
 
     def covariance(self) -> jax.Array:
         """Dense ``(K, d, d)`` clean covariances (for references and small d only)."""
-        s2 = jnp.ones((self.num_components, self.rank), self.bases.dtype) if self.scales is None \
-            else self.scales**2
+        if self.variances is not None:
+            s2 = self.variances
+        elif self.scales is not None:
+            s2 = self.scales**2
+        else:
+            s2 = jnp.ones((self.num_components, self.rank), self.bases.dtype)
         cov = jnp.einsum("kdr,kr,ker->kde", self.bases, s2, self.bases)
-        return cov + self.noise_floor**2 * jnp.eye(self.dim, dtype=cov.dtype)
+        tau2 = jnp.broadcast_to(jnp.square(jnp.asarray(self.noise_floor, cov.dtype)),
+                                (self.num_components,))
+        return cov + tau2[:, None, None] * jnp.eye(self.dim, dtype=cov.dtype)

@@ -1,0 +1,102 @@
+"""The low-rank kernel: signed per-direction variances, per-component noise floors, sigma = 0,
+divergence without autodiff; against dense float64 covariances and jax's Hessian trace."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from manifold_scores import mixtures
+from manifold_scores.testing import dense_mixture_stats
+from tests.helpers import rel_err
+
+
+def _wpo_params(seed, k=3, d=7, q=3):
+    """WPO-style components: Gamma = L L^T + eps I, L = V S W^T, noised covariance
+    (alpha^2/eps + sigma^2) I + alpha^2 V diag(1/(s^2+eps) - 1/eps) V^T."""
+    rng = np.random.default_rng(seed)
+    v = np.linalg.qr(rng.normal(size=(k, d, q)))[0]
+    s2 = rng.uniform(0.1, 5.0, size=(k, q))
+    eps = rng.uniform(0.3, 2.0, size=k)
+    variances = 1 / (s2 + eps[:, None]) - 1 / eps[:, None]  # negative
+    tau = eps ** -0.5
+    means = rng.normal(size=(k, d))
+    lw = np.log(rng.dirichlet(np.ones(k)))
+    gamma = np.einsum("kdq,kq,keq->kde", v, s2, v) + eps[:, None, None] * np.eye(d)
+    gamma_inv = np.linalg.inv(gamma)
+    return v, lw, means, variances, tau, gamma_inv
+
+
+@pytest.mark.parametrize("alpha,sigma", [(1.0, 0.0), (0.7, 0.0), (1.0, 0.3), (0.5, 2.0),
+                                         (0.0, 1.0)])
+def test_signed_variances_against_dense(x64, alpha, sigma):
+    v, lw, means, variances, tau, gamma_inv = _wpo_params(0)
+    rng = np.random.default_rng(1)
+    xs = rng.normal(size=(4, v.shape[1])) * 1.5
+    f = jax.jit(jax.vmap(lambda x: mixtures.lowrank(
+        x, v, lw, alpha, sigma, means=means, variances=variances, noise_floor=tau)))
+    got = f(jnp.asarray(xs))
+    for i, x in enumerate(xs):
+        ref = dense_mixture_stats(x, means, gamma_inv, lw, alpha, sigma)
+        np.testing.assert_allclose(got.log_prob[i], ref.log_prob, rtol=1e-10)
+        assert rel_err(got.score[i], ref.score) < 1e-8
+        assert rel_err(got.mean[i], ref.mean) < 1e-8
+        np.testing.assert_allclose(got.cov_trace[i], ref.cov_trace, rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(got.divergence[i], ref.divergence, rtol=1e-8)
+
+
+def test_full_rank_q_equals_d(x64):
+    """q = d (the official full-precision model): U square, the floor still positive."""
+    v, lw, means, variances, tau, gamma_inv = _wpo_params(2, k=2, d=4, q=4)
+    x = jnp.asarray(np.random.default_rng(3).normal(size=4))
+    got = mixtures.lowrank(x, v, lw, 1.0, 0.0, means=means, variances=variances, noise_floor=tau)
+    ref = dense_mixture_stats(np.asarray(x), means, gamma_inv, lw, 1.0, 0.0)
+    np.testing.assert_allclose(got.log_prob, ref.log_prob, rtol=1e-10)
+    assert rel_err(got.score, ref.score) < 1e-8
+    np.testing.assert_allclose(got.divergence, ref.divergence, rtol=1e-8)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.2])
+def test_divergence_is_hessian_trace(x64, sigma):
+    v, lw, means, variances, tau, _ = _wpo_params(4)
+
+    def logp(x):
+        return mixtures.lowrank(x, v, lw, 0.9, sigma, means=means, variances=variances,
+                                noise_floor=tau).log_prob
+
+    x = jnp.asarray(np.random.default_rng(5).normal(size=v.shape[1]))
+    st = mixtures.lowrank(x, v, lw, 0.9, sigma, means=means, variances=variances, noise_floor=tau)
+    hess_tr = jnp.trace(jax.hessian(logp)(x))
+    np.testing.assert_allclose(st.divergence, hess_tr, rtol=1e-9)
+    assert rel_err(st.score, jax.grad(logp)(x)) < 1e-10
+
+
+def test_per_component_floor_and_scales_against_dense(x64):
+    rng = np.random.default_rng(6)
+    k, d, r = 4, 9, 2
+    u = np.linalg.qr(rng.normal(size=(k, d, r)))[0]
+    scales = rng.uniform(0.3, 2.0, size=(k, r))
+    tau = rng.uniform(0.0, 0.5, size=k)
+    means = rng.normal(size=(k, d)) + 50.0  # far from the origin
+    lw = np.log(rng.dirichlet(np.ones(k)))
+    covs = np.einsum("kdr,kr,ker->kde", u, scales**2, u) + tau[:, None, None] ** 2 * np.eye(d)
+    x = means[1] + rng.normal(size=d)
+    for a, s in [(1.0, 0.1), (0.8, 1e-3)]:
+        got = mixtures.lowrank(jnp.asarray(x), u, lw, a, s, means=means, scales=scales,
+                               noise_floor=tau)
+        ref = dense_mixture_stats(x, means, covs, lw, a, s)
+        np.testing.assert_allclose(got.log_prob, ref.log_prob, rtol=1e-10)
+        assert rel_err(got.score, ref.score) < 1e-8
+        assert rel_err(got.mean, ref.mean) < 1e-8
+        np.testing.assert_allclose(got.divergence, ref.divergence, rtol=1e-8)
+
+
+def test_sigma_zero_needs_a_floor():
+    u = jnp.eye(4)[None, :, :2]
+    with pytest.raises(ValueError, match="sigma"):
+        mixtures.lowrank(jnp.zeros(4), u, jnp.zeros(1), 1.0, 0.0)
+    with pytest.raises(ValueError, match="variances"):
+        mixtures.lowrank(jnp.zeros(4), u, jnp.zeros(1), 1.0, 0.1, variances=-jnp.ones((1, 2)),
+                         noise_floor=0.5)
+    with pytest.raises(ValueError, match="noise_floor"):
+        mixtures.lowrank(jnp.zeros(4), u, jnp.zeros(1), 1.0, 0.1, noise_floor=jnp.ones(3))
