@@ -1,0 +1,172 @@
+"""WPO kernel model against a dense reference (per-centre full covariances through jnp.linalg).
+
+The reference forms ``C_i = alpha^2 (L_i L_i^T + eps I)^{-1} + sigma^2 I`` densely, takes
+``log p`` by log-sum-exp of Gaussian log-densities, and the score and Laplacian by ``jax.grad``
+and ``jax.hessian``: an independent algorithm (no Woodbury identities, no streaming).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from manifold_scores import losses
+from manifold_scores.models import kernel
+from tests.helpers import assert_rel_close
+
+
+def _dense_logp(params, alpha, sigma):
+    lmat = kernel.factors(params)
+    z = params.centres
+    n, d = z.shape
+    gam = jnp.einsum("ndq,neq->nde", lmat, lmat) + params.eps * jnp.eye(d)
+    prior = jnp.linalg.inv(gam)
+    cov = alpha**2 * prior + sigma**2 * jnp.eye(d)
+
+    def logp(y):
+        u = y - alpha * z
+        sol = jnp.linalg.solve(cov, u[..., None])[..., 0]
+        quad = jnp.sum(u * sol, -1)
+        logdet = jnp.linalg.slogdet(cov)[1]
+        return jax.scipy.special.logsumexp(-0.5 * (quad + logdet + d * jnp.log(2 * jnp.pi))) \
+            - jnp.log(n)
+
+    def mean_and_trace(y):
+        u = y - alpha * z
+        logits = -0.5 * (jnp.sum(u * jnp.linalg.solve(cov, u[..., None])[..., 0], -1)
+                         + jnp.linalg.slogdet(cov)[1])
+        w = jax.nn.softmax(logits)
+        gain = alpha * jnp.einsum("nde,nef->ndf", prior, jnp.linalg.inv(cov))
+        m = z + jnp.einsum("nde,ne->nd", gain, u)
+        post = prior - alpha * jnp.einsum("nde,nef->ndf", gain, prior)
+        mean = w @ m
+        tr = w @ (jnp.trace(post, axis1=1, axis2=2) + jnp.sum(m * m, -1)) - mean @ mean
+        return mean, tr
+
+    return logp, mean_and_trace
+
+
+def _params(rank, kind, chunk):
+    z = jax.random.normal(jax.random.key(0), (37, 5))
+    p = kernel.init(jax.random.key(1), z, rank=rank, kind=kind, eps=0.5, init_scale=1.3,
+                    chunk_size=chunk, width=16, depth=3)
+    if kind == "free":  # move away from the symmetric initialisation
+        p = jax.tree.map(lambda a: a, p)
+        object.__setattr__(p, "factor", p.factor + 0.5 * jax.random.normal(
+            jax.random.key(3), p.factor.shape))
+        if rank is None:
+            object.__setattr__(p, "factor", jnp.tril(p.factor))
+    return p
+
+
+@pytest.mark.parametrize("rank,kind", [(None, "mlp"), (None, "free"), (2, "mlp"), (3, "free")])
+def test_matches_dense_reference(x64, rank, kind):
+    p = _params(rank, kind, chunk=8)
+    xs = jax.random.normal(jax.random.key(2), (4, 5)) * 1.5
+
+    @jax.jit
+    def both(p, xs, alpha, sigma):
+        st = jax.vmap(kernel.stats, (None, 0, None, None))(p, xs, alpha, sigma)
+        logp, mean_tr = _dense_logp(p, alpha, sigma)
+        score = jax.vmap(jax.grad(logp))(xs)
+        lap = jax.vmap(lambda y: jnp.trace(jax.hessian(logp)(y)))(xs)
+        mean, tr = jax.vmap(mean_tr)(xs)
+        ism_ref = jnp.mean(0.5 * jnp.sum(score**2, -1) + lap)
+        return st, kernel.ism_loss(p, xs, alpha, sigma), (jax.vmap(logp)(xs), score, lap, mean,
+                                                          tr, ism_ref)
+
+    for alpha, sigma in [(1.0, 0.0), (0.8, 0.6), (0.1, 2.0), (0.0, 1.0)]:
+        st, ism, (logp, score, lap, mean, tr, ism_ref) = both(p, xs, alpha, sigma)
+        np.testing.assert_allclose(st.log_prob, logp, rtol=1e-10)
+        assert_rel_close(st.score, score, 1e-8)
+        np.testing.assert_allclose(st.divergence, lap, rtol=1e-8)
+        if alpha > 0:
+            assert_rel_close(st.mean, mean, 1e-8)
+            np.testing.assert_allclose(st.cov_trace, tr, rtol=1e-8, atol=1e-12)
+        # the ISM loss of the model equals the dense reference's
+        np.testing.assert_allclose(ism, ism_ref, rtol=1e-8)
+
+
+def test_gradient_of_ism_matches_dense(x64):
+    p = _params(2, "free", chunk=16)
+    xs = jax.random.normal(jax.random.key(4), (6, 5))
+
+    def dense_ism(factor):
+        q = jax.tree.map(lambda a: a, p)
+        object.__setattr__(q, "factor", factor)
+        logp, _ = _dense_logp(q, 1.0, 0.0)
+        s = jax.vmap(jax.grad(logp))(xs)
+        lap = jax.vmap(lambda y: jnp.trace(jax.hessian(logp)(y)))(xs)
+        return jnp.mean(0.5 * jnp.sum(s * s, -1) + lap)
+
+    g = jax.jit(jax.grad(lambda pp: kernel.ism_loss(pp, xs)))(p).factor
+    assert_rel_close(g.reshape(-1), jax.jit(jax.grad(dense_ism))(p.factor).reshape(-1), 1e-8)
+
+
+def test_ism_through_losses_and_autodiff_divergence(x64):
+    import manifold_scores as ms
+    p = _params(None, "mlp", chunk=10)
+    p = kernel.KernelParams(p.centres, p.factor, p.rank, p.full, p.kind, p.eps, p.learn_centres,
+                            p.width, p.depth, ms.VP(), p.chunk_size)
+    xs = jax.random.normal(jax.random.key(5), (5, 5))
+    closed = jax.jit(lambda pp, x: losses.ism(None, kernel.apply, pp, x, 0.0,
+                                              divergence=kernel.score_and_divergence))(p, xs)
+    auto = jax.jit(lambda pp, x: losses.ism(None, kernel.apply, pp, x, 0.0,
+                                            divergence="exact"))(p, xs)
+    np.testing.assert_allclose(closed, auto, rtol=1e-9)
+    np.testing.assert_allclose(closed, kernel.ism_loss(p, xs), rtol=1e-12)
+
+
+def test_samples_have_the_mixture_moments(x64):
+    p = _params(2, "free", chunk=8)
+    xs = kernel.sample(jax.random.key(6), p, 40000)
+    lmat = kernel.factors(p)
+    prior = jnp.linalg.inv(jnp.einsum("ndq,neq->nde", lmat, lmat) + p.eps * jnp.eye(5))
+    mean = p.centres.mean(0)
+    cov = prior.mean(0) + jnp.cov(p.centres.T, bias=True)
+    emp_cov = jnp.cov(xs.T, bias=True)
+    assert float(jnp.max(jnp.abs(xs.mean(0) - mean))) < 5 * float(jnp.sqrt(jnp.max(
+        jnp.diag(cov)) / 40000))
+    assert float(jnp.max(jnp.abs(emp_cov - cov))) < 0.05 * float(jnp.max(jnp.diag(cov)))
+
+
+def _avals(jaxpr):
+    for eqn in jaxpr.eqns:
+        for v in eqn.outvars:
+            yield v.aval
+        for prm in eqn.params.values():
+            for sub in prm if isinstance(prm, (tuple, list)) else (prm,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _avals(inner)
+
+
+def test_lowrank_ism_step_never_forms_batch_by_centres_by_dim():
+    """d = 3072, 1000 centres, q = 16, batch 64: no (B, N, d) and no (N, d, d) array in the
+    jaxpr of one ISM value-and-gradient step (forward and backward)."""
+    n, d, q, b = 1000, 3072, 16, 64
+    centres = jnp.zeros((n, d))
+    p = kernel.init(jax.random.key(0), centres, rank=q, eps=1.0, chunk_size=250)
+    fn = jax.value_and_grad(lambda pp, x: kernel.ism_loss(pp, x))
+    jaxpr = jax.make_jaxpr(fn)(p, jnp.zeros((b, d))).jaxpr
+    sizes = [int(np.prod(a.shape)) for a in _avals(jaxpr) if hasattr(a, "shape")]
+    largest = max(sizes)
+    assert largest <= n * d * q, largest  # the stacked factors themselves
+    assert largest < b * n * d and largest < n * d * d
+
+
+def test_validation():
+    z = jnp.zeros((5, 2))
+    with pytest.raises(ValueError, match="rank"):
+        kernel.init(jax.random.key(0), z, rank=3)
+    with pytest.raises(ValueError, match="kind"):
+        kernel.init(jax.random.key(0), z, kind="dense")
+    p = kernel.init(jax.random.key(0), z, width=4, depth=2)
+    with pytest.raises(ValueError, match="both be zero"):
+        kernel.stats(p, jnp.zeros(2), 0.0, 0.0)
+    with pytest.raises(ValueError, match="x must have shape"):
+        kernel.stats(p, jnp.zeros(3), 1.0, 0.0)
+    with pytest.raises(ValueError, match="process"):
+        kernel.apply(p, jnp.zeros(2), 0.5)

@@ -1,0 +1,192 @@
+"""Losses against independent references.
+
+* DSM of the exact MoLRG score vs the irreducible constant: two Monte Carlo estimators of the same
+  number (independent keys), compared within 3 standard errors.
+* ISM: the identity ``J(s) - J(s*) = E|s - s*|^2 / 2`` on the same points (paired), with the
+  divergence from ``jax.jacfwd`` and from the closed form of the mixture.
+* Targets: the same model expressed in four parameterisations gives the same loss on the same
+  draws; weightings differ per sample by exactly the documented ratio.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import manifold_scores as ms
+from manifold_scores import losses
+from manifold_scores.scores import convert
+
+
+def _se(values):
+    v = np.asarray(values)
+    return v.std(ddof=1) / np.sqrt(v.size)
+
+
+@pytest.fixture
+def setup(x64):
+    mix = ms.MoLRG.random(jax.random.key(0), dim=8, rank=2, num_components=3)
+    proc = ms.VP()
+    x0 = mix.sample(jax.random.key(1), 4000)
+    return mix, proc, x0
+
+
+def _exact(proc):
+    def apply(p, x, t):
+        return p.score(x, proc.alpha(t), proc.sigma(t))
+    return apply
+
+
+def test_dsm_of_exact_score_equals_constant(setup):
+    mix, proc, x0 = setup
+    apply = _exact(proc)
+    kw = dict(t_min=0.02, reduction="none")
+    dsm = jax.jit(lambda k, m, x, f: losses.dsm(k, f, m, x, proc, **kw), static_argnums=3)
+    a = dsm(jax.random.key(2), mix, x0, apply)
+    b = jax.jit(lambda k, m, x: losses.dsm_constant(k, m, x, proc, **kw))(
+        jax.random.key(3), mix, x0)
+    gap = float(a.mean() - b.mean())
+    tol = 3 * np.hypot(_se(a), _se(b))
+    assert abs(gap) < tol, (gap, tol)
+    # a perturbed score: DSM rises above the constant by the excess E sigma^2 |ds|^2
+    pert = lambda p, x, t: apply(p, x, t) * 1.2
+    c = dsm(jax.random.key(2), mix, x0, pert)
+    excess = float(c.mean() - b.mean())
+    assert excess > 3 * np.hypot(_se(c), _se(b)), excess
+    # paired with the same key, the excess equals ESM against the exact score (same draws)
+    e = jax.jit(lambda k, m, x: losses.esm(k, pert, m, x, proc, ms.score_fn(m, proc), **kw))(
+        jax.random.key(2), mix, x0)
+    assert abs(float(c.mean() - a.mean() - e.mean())) < 3 * _se(c - a - e)
+
+
+def test_exact_score_minimises_ism(setup):
+    mix, _, x0 = setup
+    alpha, sigma = 0.8, 0.6
+    xt = alpha * x0 + sigma * jax.random.normal(jax.random.key(4), x0.shape, x0.dtype)
+    exact = lambda p, x, t: p.score(x, alpha, sigma)
+    closed = lambda p, x, t: (p.score(x, alpha, sigma), p.score_divergence(x, alpha, sigma))
+    ism = jax.jit(lambda m, x, apply, div: losses.ism(None, apply, m, x, divergence=div,
+                                                      reduction="none"), static_argnums=(2, 3))
+    j_star = ism(mix, xt, exact, "exact")
+    j_closed = ism(mix, xt, exact, closed)
+    np.testing.assert_allclose(j_closed, j_star, rtol=1e-9, atol=1e-9)
+    a = jax.random.normal(jax.random.key(5), (8, 8), jnp.float64) * 0.1
+    for scale in (0.1, 0.3):
+        pert = lambda p, x, t, scale=scale: exact(p, x, t) + scale * (a @ x)
+        j = ism(mix, xt, pert, "exact")
+        half_err = 0.5 * jnp.sum((scale * xt @ a.T) ** 2, -1)
+        diff = j - j_star
+        assert float(diff.mean()) > 0
+        # J(s) - J(s*) = E |s - s*|^2 / 2 (Hyvarinen), paired on the same points
+        assert abs(float(diff.mean() - half_err.mean())) < 3 * _se(diff - half_err)
+
+
+def test_hutchinson_is_unbiased(setup):
+    mix, _, x0 = setup
+    xt = x0[:200] + 0.5 * jax.random.normal(jax.random.key(6), (200, 8), x0.dtype)
+    exact = lambda p, x, t: p.score(x, 1.0, 0.5)
+    j = jax.jit(lambda m, x: losses.ism(None, exact, m, x, divergence="exact",
+                                        reduction="none"))(mix, xt)
+    h = jax.jit(lambda k, m, x: losses.ism(k, exact, m, x, divergence="hutchinson",
+                                           num_probes=64, reduction="none"))(
+        jax.random.key(7), mix, xt)
+    assert abs(float(h.mean() - j.mean())) < 3 * _se(h - j) + 1e-12
+
+
+def test_targets_agree_on_the_same_draws(setup):
+    mix, proc, x0 = setup
+    x0 = x0[:500]
+    base = lambda p, x, t: 0.9 * _exact(proc)(p, x, t) + 0.1 * jnp.tanh(x)
+    vals = {}
+    for target in ("score", "eps", "x0", "v"):
+        def apply(p, x, t, target=target):
+            return convert(base(p, x, t), x, proc.alpha(t), proc.sigma(t), source="score",
+                           target=target)
+        vals[target] = jax.jit(lambda k, m, x, apply=apply, target=target: losses.dsm(
+            k, apply, m, x, proc, target=target, weighting="edm", reduction="none"))(
+            jax.random.key(8), mix, x0)
+    for target in ("eps", "x0", "v"):
+        np.testing.assert_allclose(vals[target], vals["score"], rtol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["sigma2", "likelihood", "edm", "min_snr", "uniform"])
+def test_weightings_differ_by_the_documented_ratio(x64, name):
+    proc = ms.VP()
+    x0 = jax.random.normal(jax.random.key(9), (300, 3), jnp.float64)
+    apply = lambda p, x, t: -p * x
+    kw = dict(reduction="none", time_sampler="stratified")
+    key = jax.random.key(10)
+    plain = losses.dsm(key, apply, 0.7, x0, proc, weighting="uniform", **kw)
+    times = losses.dsm(key, apply, 0.7, x0, proc, weighting=lambda t, a, s, p: t, **kw) / plain
+    got = losses.dsm(key, apply, 0.7, x0, proc, weighting=name, **kw) / plain
+    a, s = proc.alpha(times), proc.sigma(times)
+    snr = a**2 / s**2
+    st = s / a
+    expected = {
+        "sigma2": s**2,
+        "likelihood": proc.diffusion_squared(times),
+        "edm": s**4 / a**2 * (st**2 + 0.25) / (st**2 * 0.25),
+        "min_snr": s**2 * jnp.minimum(snr, 5.0) / snr,
+        "uniform": jnp.ones_like(s),
+    }[name]
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+
+
+def test_time_samplers(x64):
+    proc = ms.EDM()
+    n = 4000
+    t = losses.sample_times(jax.random.key(0), n, proc, "stratified", 0.0, 1.0)
+    np.testing.assert_array_equal(np.floor(np.sort(np.asarray(t)) * n), np.arange(n))
+    t = losses.sample_times(jax.random.key(0), n, proc, "uniform", 0.2, 0.4)
+    assert float(t.min()) >= 0.2 and float(t.max()) <= 0.4
+    t = losses.sample_times(jax.random.key(0), n, proc, "edm", 1e-6, 1e6)
+    logs = np.log(np.asarray(t))  # EDM: t = sigma, log sigma ~ N(-1.2, 1.2^2)
+    assert abs(logs.mean() + 1.2) < 4 * 1.2 / np.sqrt(n)
+    assert abs(logs.std() - 1.2) < 0.05
+    t = losses.sample_times(jax.random.key(0), 5, proc, lambda k, m: jnp.full(m, 0.3))
+    np.testing.assert_allclose(t, 0.3)
+
+
+def test_fixed_sigma_dsm(x64):
+    mix = ms.MoLRG.random(jax.random.key(0), dim=6, rank=2, num_components=2)
+    proc = ms.EDM()
+    x0 = mix.sample(jax.random.key(1), 2000)
+    apply = lambda p, x, t: p.score(x, 1.0, t)
+    vals = jax.jit(lambda k, m, x: losses.dsm_fixed_sigma(
+        k, apply, m, x, proc, 0.5, num_noise=4, antithetic=True, reduction="none"))(
+        jax.random.key(2), mix, x0)
+    assert vals.shape == (8000,)
+    const = jax.jit(lambda k, m, x: losses.dsm_constant(
+        k, m, x, proc, time_sampler=lambda k, n: jnp.full(n, 0.5), reduction="none"))(
+        jax.random.key(3), mix, x0)
+    assert abs(float(vals.mean() - const.mean())) < 3 * np.hypot(_se(vals), _se(const))
+    with pytest.raises(ValueError, match="even"):
+        losses.dsm_fixed_sigma(jax.random.key(2), apply, mix, x0, proc, 0.5, num_noise=3,
+                               antithetic=True)
+
+
+def test_gradients_flow_and_dtype(dtype):
+    x0 = jax.random.normal(jax.random.key(0), (64, 3), dtype)
+    apply = lambda p, x, t: -p * x
+    g = jax.grad(lambda p: losses.dsm(jax.random.key(1), apply, p, x0, ms.VE(),
+                                      target="score"))(jnp.asarray(0.5, dtype))
+    assert g.dtype == jnp.dtype(dtype) and np.isfinite(float(g))
+
+
+def test_validation():
+    x0 = jnp.ones((4, 2))
+    apply = lambda p, x, t: x
+    with pytest.raises(ValueError, match="target"):
+        losses.dsm(jax.random.key(0), apply, None, x0, ms.VP(), target="noise")
+    with pytest.raises(ValueError, match="weighting"):
+        losses.dsm(jax.random.key(0), apply, None, x0, ms.VP(), weighting="snr")
+    with pytest.raises(ValueError, match="time sampler"):
+        losses.dsm(jax.random.key(0), apply, None, x0, ms.VP(), time_sampler="sobol")
+    with pytest.raises(ValueError, match="x0"):
+        losses.dsm(jax.random.key(0), apply, None, jnp.ones(3), ms.VP())
+    with pytest.raises(ValueError, match="divergence"):
+        losses.ism(None, apply, None, x0, divergence="trace")
+    with pytest.raises(ValueError, match="key"):
+        losses.ism(None, apply, None, x0, divergence="hutchinson")
