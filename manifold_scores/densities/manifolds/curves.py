@@ -8,6 +8,7 @@ by :func:`manifold_scores.mixtures.isotropic`; a grid too coarse for ``sigma`` i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -141,11 +142,16 @@ class Ellipse(Density):
         """``(log p, score, E[X|x], tr Cov[X|x])`` of the quadrature mixture."""
         x, alpha, sigma = check_inputs(self, x, alpha, sigma)
         check_spacing("Ellipse", self.spacing, alpha, sigma, self.nodes, 1.0, self.on_coarse)
+        return self._stats(x, alpha, sigma)
+
+    @jax.jit
+    def _stats(self, x, alpha, sigma) -> MixtureStats:
         t, lw = self._nodes(x.dtype)
         pts = self.centre.astype(x.dtype) + jnp.dot(
             self._plane(t).astype(x.dtype), self.frame.astype(x.dtype).T, precision=HIGHEST)
         return mixtures.isotropic(x, pts, lw, alpha, sigma, chunk_size=self.chunk_size)
 
+    @functools.partial(jax.jit, static_argnames="n")
     def sample(self, key, n: int) -> jax.Array:
         """``n`` exact draws; one key per sample.
 
@@ -175,6 +181,7 @@ class Ellipse(Density):
 
         return self.point(jax.vmap(one)(jax.random.split(key, n)))
 
+    @jax.jit
     def angle(self, x) -> jax.Array:
         """Parameter angle ``t`` of the nearest point of ``x`` (in ``[-pi, pi)``)."""
         _checks.check_point(x, self.dim)
@@ -357,7 +364,11 @@ class SwissRoll(Density):
         """``(log p, score, E[X|x], tr Cov[X|x])``: height closed form, quadrature in ``t``."""
         x, alpha, sigma = check_inputs(self, x, alpha, sigma)
         check_spacing("SwissRoll", self.spacing, alpha, sigma, self.nodes, 1.0,
-                          self.on_coarse)
+                      self.on_coarse)
+        return self._stats(x, alpha, sigma)
+
+    @jax.jit
+    def _stats(self, x, alpha, sigma) -> MixtureStats:
         q = self.frame.astype(x.dtype)
         z = x - alpha * self.centre.astype(x.dtype)
         axis = q[:, 1]
@@ -374,6 +385,7 @@ class SwissRoll(Density):
         mean = self.centre.astype(x.dtype) + mix.mean + mean_h * axis
         return MixtureStats(log_p, score, mean, mix.cov_trace + var_h)
 
+    @functools.partial(jax.jit, static_argnames="n")
     def sample(self, key, n: int) -> jax.Array:
         """``n`` exact draws: ``h`` uniform; ``t`` uniform, for the area law accepted with
         probability ``sqrt(1 + t^2) / sqrt(1 + t_max^2)``."""
@@ -403,6 +415,7 @@ class SwissRoll(Density):
 
         return jax.vmap(one)(jax.random.split(key, n))
 
+    @jax.jit
     def coordinates(self, x) -> jax.Array:
         """``(t, h)`` of the nearest point."""
         _checks.check_point(x, self.dim)

@@ -164,16 +164,21 @@ class Parametric(Density):
     def check_resolution(self, alpha, sigma) -> None:
         """Raise (or warn, per ``on_coarse``) if the grid is too coarse for ``sigma``."""
         check_spacing("Parametric", self.spacing, alpha, sigma, self.nodes,
-                          self.max_spacing_ratio, self.on_coarse)
+                      self.max_spacing_ratio, self.on_coarse)
 
     def stats(self, x, alpha, sigma) -> MixtureStats:
         """``(log p, score, E[X|x], tr Cov[X|x])`` of the quadrature mixture."""
         _checks.check_point(x, self.dim)
         alpha, sigma = _checks.check_noise_levels(alpha, sigma)
         self.check_resolution(alpha, sigma)
+        return self._stats(x, alpha, sigma)
+
+    @jax.jit
+    def _stats(self, x, alpha, sigma) -> MixtureStats:
         return mixtures.isotropic(x, self.points, self.log_weights, alpha, sigma,
                                   chunk_size=self.chunk_size)
 
+    @functools.partial(jax.jit, static_argnames="n")
     def sample(self, key, n: int) -> jax.Array:
         """``n`` points: a node drawn by weight, its parameters jittered within the cell."""
         lo, hi = self.domain[:, 0], self.domain[:, 1]
@@ -194,6 +199,7 @@ class Parametric(Density):
         wrapped = lo + jnp.mod(theta - lo, hi - lo)
         return jnp.where(periodic, wrapped, jnp.clip(theta, lo, hi))
 
+    @functools.partial(jax.jit, static_argnames="steps")
     def coordinates(self, x, steps: int = 30) -> jax.Array:
         """Parameters of the nearest point: nearest node, then clipped Gauss-Newton steps."""
         _checks.check_point(x, self.dim)

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -57,7 +58,10 @@ class _RoundSphere(Density):
 
     def stats(self, x, alpha, sigma) -> MixtureStats:
         """Exact ``(log p, score, E[X|x], tr Cov[X|x])`` of ``alpha X + sigma Z`` at ``x``."""
-        x, alpha, sigma = check_inputs(self, x, alpha, sigma)
+        return self._stats(*check_inputs(self, x, alpha, sigma))
+
+    @jax.jit
+    def _stats(self, x, alpha, sigma) -> MixtureStats:
         q = self.frame.astype(x.dtype)
         z = x - alpha * self.centre.astype(x.dtype)
         u = jnp.dot(q.T, z, precision=HIGHEST)
@@ -156,6 +160,7 @@ class Sphere(_RoundSphere):
                 f"intrinsic_dim must be a positive integer, got {self.intrinsic_dim!r}")
         _sphere_init(self, self.dim, self.intrinsic_dim + 1, key)
 
+    @functools.partial(jax.jit, static_argnames="n")
     def sample(self, key, n: int) -> jax.Array:
         """``n`` uniform points; one key per sample."""
         k = self.intrinsic_dim + 1
@@ -218,6 +223,7 @@ class Circle(_CircleGeometry, _RoundSphere):
         """Clean log density of the angle w.r.t. ``d theta``: ``-log(2 pi)``."""
         return jnp.full_like(jnp.asarray(theta, self.frame.dtype), -LOG_2PI)
 
+    @functools.partial(jax.jit, static_argnames="n")
     def sample(self, key, n: int) -> jax.Array:
         """``n`` uniform points; one key per sample."""
         theta = jax.vmap(lambda kk: jax.random.uniform(
@@ -270,12 +276,14 @@ class VonMises(_CircleGeometry, _RoundSphere):
         mu = jnp.asarray(self.mu, dtype)
         return jnp.asarray(self.kappa, dtype) * jnp.stack([jnp.cos(mu), jnp.sin(mu)])
 
+    @jax.jit
     def log_prob_angle(self, theta) -> jax.Array:
         """Clean log density of the angle w.r.t. ``d theta``."""
         kappa = jnp.asarray(self.kappa)
         return kappa * jnp.cos(theta - self.mu) - LOG_2PI \
             - log_vmf_normaliser(0, kappa * kappa)
 
+    @functools.partial(jax.jit, static_argnames="n")
     def sample(self, key, n: int) -> jax.Array:
         """``n`` points with von Mises angles; one key per sample."""
         dtype = self.frame.dtype

@@ -5,6 +5,7 @@ angle in closed form, the tube angle by periodic quadrature).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -91,7 +92,10 @@ class FlatTorus(Density):
 
     def stats(self, x, alpha, sigma) -> MixtureStats:
         """Exact ``(log p, score, E[X|x], tr Cov[X|x])``: a sum over the circles."""
-        x, alpha, sigma = check_inputs(self, x, alpha, sigma)
+        return self._stats(*check_inputs(self, x, alpha, sigma))
+
+    @jax.jit
+    def _stats(self, x, alpha, sigma) -> MixtureStats:
         u, z_perp = self._coords(x, alpha)
         radii = self.radii.astype(x.dtype)
         log_p, score_u, mean_dir, cov = jax.vmap(
@@ -117,6 +121,7 @@ class FlatTorus(Density):
         u, _ = self._coords(x)
         return jnp.arctan2(u[:, 1], u[:, 0])
 
+    @functools.partial(jax.jit, static_argnames="n")
     def sample(self, key, n: int) -> jax.Array:
         """``n`` uniform points; one key per sample."""
         m = self.radii.shape[0]
@@ -243,7 +248,11 @@ class RingTorus(Density):
         """``(log p, score, E[X|x], tr Cov[X|x])``: closed form in phi, quadrature in psi."""
         x, alpha, sigma = check_inputs(self, x, alpha, sigma)
         check_spacing("RingTorus", self.spacing, alpha, sigma, self.nodes, 1.0,
-                          self.on_coarse)
+                      self.on_coarse)
+        return self._stats(x, alpha, sigma)
+
+    @jax.jit
+    def _stats(self, x, alpha, sigma) -> MixtureStats:
         q = self.frame.astype(x.dtype)
         z = x - alpha * self.centre.astype(x.dtype)
         y = jnp.dot(q.T, z, precision=HIGHEST)
@@ -272,6 +281,7 @@ class RingTorus(Density):
         y = jnp.stack([rho * jnp.cos(phi), rho * jnp.sin(phi), self.minor_radius * jnp.sin(psi)])
         return self.centre + jnp.dot(self.frame, y, precision=HIGHEST)
 
+    @functools.partial(jax.jit, static_argnames="n")
     def sample(self, key, n: int) -> jax.Array:
         """``n`` points from the chosen measure; one key per sample."""
         big, small = self.major_radius, self.minor_radius
