@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -163,6 +164,7 @@ def _k_subspaces_once(key, x, num_components, rank, iters):
     return u, subspace_objective(x, u)
 
 
+@functools.partial(jax.jit, static_argnames=("num_components", "rank", "restarts", "iters"))
 def k_subspaces(key, x, num_components: int, rank: int, *, restarts: int = 10,
                 iters: int = 30) -> jax.Array:
     """K-subspaces (alternate hard assignment and per-cluster PCA) with random restarts.
