@@ -9,8 +9,10 @@ Example:
 """
 
 from manifold_scores import (
+    experiments,
     likelihood,
     losses,
+    metrics,
     mixtures,
     models,
     processes,
@@ -58,6 +60,8 @@ __all__ = [
     "VP",
     "VonMises",
     "denoiser_fn",
+    "experiments",
+    "metrics",
     "likelihood",
     "losses",
     "mixtures",

@@ -1,141 +1,152 @@
-"""Command line: ``manifold-scores demo``.
+"""Command line: ``manifold-scores demo | verify``.
 
-``demo`` runs, in seconds on a CPU, exact-versus-reference checks of the core: MoLRG scores
-against autodiff and dense linear algebra, the streamed mixture kernel against the naive one,
-float32 accuracy at small sigma, and the process identities. It prints
-``check | measured | tolerance | holds`` and exits non-zero when a check fails.
+``demo`` shows the library at work in seconds on a CPU: it samples a sphere and a mixture of
+low-rank Gaussians through the samplers with their exact scores, and prints the distances of the
+samples to the manifold and the component weights recovered from them next to the truth.
+
+``verify [--quick] [--json FILE] [--plots DIR] [--only E1,E3]`` runs the registered experiments
+(``manifold_scores.experiments``: the core checks, then E1, E2, ...), with a progress line per
+experiment, prints ``claim | measured | expected | holds``, optionally writes the rows as JSON and
+each figure as a PNG, and exits non-zero when a claim does not hold.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import manifold_scores as ms
-from manifold_scores.testing import dense_mixture_stats, molrg_dense_parts, naive_isotropic_stats
-
-Row = tuple[str, float, float]  # (check, measured, tolerance); holds iff measured <= tolerance
-
-
-def _rel(a, b) -> float:
-    a, b = np.asarray(a), np.asarray(b)
-    return float(np.max(np.linalg.norm(a - b, axis=-1) / np.linalg.norm(b, axis=-1)))
-
-
-def _molrg_checks() -> list[Row]:
-    """Float64 MoLRG at sigma in [1e-4, 1e2] (VE) and VP noise levels."""
-    worst_grad, worst_dense = 0.0, 0.0
-    with jax.enable_x64(True):
-        for seed in range(3):
-            rng = np.random.default_rng(seed)
-            k, r = int(rng.integers(1, 6)), int(rng.integers(1, 9))
-            d = int(rng.integers(r + 1, 129))
-            mix = ms.MoLRG.random(jax.random.key(seed), d, r, k, orthogonal=False,
-                                  weights=jnp.asarray(rng.dirichlet(np.ones(k))))
-            vp = ms.VP()
-            levels = [(1.0, s) for s in (1e-4, 1e-2, 1.0, 1e2)]
-            levels += [(float(vp.alpha(t)), float(vp.sigma(t))) for t in (0.01, 0.5)]
-            x0 = mix.sample(jax.random.key(seed + 10), 2)
-            eps = jax.random.normal(jax.random.key(seed + 20), x0.shape)
-
-            @jax.jit
-            def stats_and_grad(x, a, s, mix=mix):
-                return mix.stats(x, a, s), jax.grad(mix.log_prob)(x, a, s)
-
-            means, covs, lw = molrg_dense_parts(mix)
-            for a, s in levels:
-                for x in a * x0 + s * eps:
-                    st, grad = stats_and_grad(x, a, s)
-                    ref = dense_mixture_stats(x, means, covs, lw, a, s)
-                    worst_grad = max(worst_grad, _rel(st.score, grad))
-                    if s >= 1e-2:
-                        worst_dense = max(
-                            worst_dense,
-                            abs(float(st.log_prob) - ref.log_prob) / abs(ref.log_prob),
-                            _rel(st.score, ref.score), _rel(st.mean, ref.mean))
-    return [("MoLRG score vs jax.grad(log_prob), float64", worst_grad, 1e-9),
-            ("MoLRG log_prob/score/denoise vs dense linalg", worst_dense, 1e-8)]
-
-
-def _empirical_checks() -> list[Row]:
-    rows = []
-    with jax.enable_x64(True):
-        pts = jax.random.normal(jax.random.key(0), (20_000, 8))
-        lw = jnp.full(20_000, -jnp.log(20_000.0))
-        xs = pts[:16] + 0.05 * jax.random.normal(jax.random.key(1), (16, 8))
-        emp = ms.Empirical(pts, chunk_size=2048)
-        got = jax.jit(jax.vmap(emp.score, (0, None, None)))(xs, 1.0, 0.05)
-        ref = jax.jit(jax.vmap(lambda x: naive_isotropic_stats(x, pts, lw, 1.0, 0.05).score))(xs)
-        rows.append(("Empirical streamed vs naive score, N=20k, float64", _rel(got, ref), 1e-12))
-    # float32 at sigma = 1e-3, points on a circle (dense neighbours), queries within 3 sigma
-    sigma, rng = 1e-3, np.random.default_rng(0)
-    th = rng.uniform(0, 2 * np.pi, 4000)
-    frame = np.linalg.qr(rng.normal(size=(16, 2)))[0]
-    pts32 = (np.stack([np.cos(th), np.sin(th)], 1) @ frame.T).astype(np.float32)
-    off = rng.normal(size=(32, 16))
-    off *= 3 * sigma * rng.uniform(size=(32, 1)) / np.linalg.norm(off, axis=1, keepdims=True)
-    xs32 = (pts32[:32] + off).astype(np.float32)
-    got = jax.vmap(ms.Empirical(jnp.asarray(pts32)).score, (0, None, None))(xs32, 1.0, sigma)
-    with jax.enable_x64(True):
-        ref = jax.vmap(ms.Empirical(jnp.asarray(pts32, jnp.float64)).score, (0, None, None))(
-            jnp.asarray(xs32, jnp.float64), 1.0, sigma)
-    rows.append(("Empirical float32 vs float64 score, sigma=1e-3", _rel(got, ref), 1e-3))
-    return rows
-
-
-def _process_checks() -> list[Row]:
-    def rel(a, b):
-        return float(jnp.max(jnp.abs(a - b) / (jnp.abs(b) + 1e-300)))
-
-    worst = 0.0
-    with jax.enable_x64(True):
-        for proc in (ms.VE(), ms.VP(), ms.CosineVP(), ms.EDM(), ms.Flow()):
-            ts = jnp.linspace(max(float(proc.t_min), 1e-3), float(proc.t_max) * 0.99, 9)
-            f = jax.vmap(jax.grad(lambda t, p=proc: jnp.log(p.alpha(t))))(ts)
-            var = jax.vmap(jax.grad(lambda t, p=proc: p.sigma(t) ** 2))(ts)
-            g2 = var - 2 * f * jax.vmap(proc.sigma)(ts) ** 2
-            worst = max(worst, rel(jax.vmap(proc.drift)(ts), f),
-                        rel(jax.vmap(proc.diffusion_squared)(ts), g2))
-    return [("process f = dlog(alpha)/dt, g^2 identity", worst, 1e-9)]
-
-
-CHECKS: tuple[Callable[[], list[Row]], ...] = (_molrg_checks, _empirical_checks, _process_checks)
-
-
-def _print_table(rows: list[Row]) -> bool:
-    width = max(len(r[0]) for r in rows)
-    print(f"{'check':<{width}} | {'measured':>9} | {'tolerance':>9} | holds")
-    print("-" * (width + 34))
-    ok = True
-    for name, measured, tol in rows:
-        holds = bool(np.isfinite(measured) and measured <= tol)
-        ok &= holds
-        print(f"{name:<{width}} | {measured:9.2e} | {tol:9.1e} | {'yes' if holds else 'NO'}")
-    return ok
 
 
 def demo() -> int:
+    """Sample a sphere and a MoLRG with exact scores; print what the samples recover."""
     start = time.perf_counter()
-    rows = [row for check in CHECKS for row in check()]
-    ok = _print_table(rows)
-    print(f"\n{len(rows)} checks in {time.perf_counter() - start:.1f} s on "
-          f"{jax.devices()[0].platform}: {'all hold' if ok else 'SOME FAIL'}")
+    proc = ms.VP()
+    print("manifold-scores demo: exact scores through the samplers (float32, "
+          f"{jax.devices()[0].platform})\n")
+
+    sph = ms.Sphere(dim=10, intrinsic_dim=2, radius=1.0, key=jax.random.key(0))
+    score = ms.score_fn(sph, proc)
+    t_min = 2e-3
+    xs = ms.sampling.sample_ode(jax.random.key(1), score, proc, (500, 10), steps=40,
+                                method="heun", t_min=t_min)
+    xs = xs / proc.alpha(t_min)
+    dist = np.asarray(ms.metrics.distance_to_manifold(sph, xs))
+    print(f"1. S^2 in R^10, PF-ODE (Heun, 40 steps) to sigma = {float(proc.sigma(t_min)):.3f}:")
+    print(f"   distance to the sphere: median {np.median(dist):.4f}, "
+          f"99% {np.quantile(dist, .99):.4f}  (noise level sigma * sqrt(d - 2) = "
+          f"{float(proc.sigma(t_min)) * np.sqrt(7):.4f})")
+
+    weights = jnp.array([0.5, 0.3, 0.2])
+    mix = ms.MoLRG.random(jax.random.key(2), dim=16, rank=2, num_components=3, weights=weights)
+    score = ms.score_fn(mix, proc)
+    xs = ms.sampling.sample_sde(jax.random.key(3), score, proc, (2000, 16), steps=100,
+                                t_min=t_min) / proc.alpha(t_min)
+    coef = jnp.einsum("kdr,nd->nkr", mix.bases, xs)
+    resid = jnp.sum(xs**2, 1)[:, None] - jnp.sum(coef**2, 2)
+    label = np.asarray(jnp.argmin(resid, 1))
+    dist = np.sqrt(np.maximum(np.asarray(jnp.min(resid, 1)), 0.0))
+    freq = np.bincount(label, minlength=3) / len(label)
+    se = np.sqrt(np.asarray(weights) * (1 - np.asarray(weights)) / len(label))
+    print("\n2. MoLRG, 3 subspaces of rank 2 in R^16, reverse SDE (Euler-Maruyama, 100 steps):")
+    print(f"   distance to the union of subspaces: median {np.median(dist):.4f}")
+    print("   component   true weight   share of samples   (+- 2 s.e.)")
+    for k in range(3):
+        print(f"   {k:>9}   {float(weights[k]):11.3f}   {freq[k]:16.3f}   {2 * se[k]:.3f}")
+    ok = bool(np.all(np.abs(freq - np.asarray(weights)) < 4 * se + 0.01)) and \
+        float(np.median(dist)) < 0.1
+    print(f"\n{'recovered' if ok else 'NOT recovered'} in {time.perf_counter() - start:.1f} s. "
+          "`manifold-scores verify --quick` checks the theory claims.")
+    return 0 if ok else 1
+
+
+def _write_plot(table, directory: str) -> str | None:
+    exp = ms.experiments.get(table.experiment)
+    if exp.plot is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = exp.plot(table)
+    path = os.path.join(directory, f"{table.experiment}.png")
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def verify(quick: bool = False, json_path: str | None = None, plots: str | None = None,
+           only: str | None = None) -> int:
+    """Run the registered experiments; print, save, and return 0 iff every claim holds."""
+    size = "quick" if quick else "full"
+    ids = list(ms.experiments.REGISTRY)
+    if only:
+        ids = [ms.experiments.get(i.strip()).id for i in only.split(",") if i.strip()]
+    if plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("--plots needs matplotlib: pip install 'manifold-scores[notebooks]'",
+                  file=sys.stderr)
+            return 2
+        os.makedirs(plots, exist_ok=True)
+    start = time.perf_counter()
+    tables = []
+    for i, exp_id in enumerate(ids, 1):
+        exp = ms.experiments.get(exp_id)
+        print(f"[{i}/{len(ids)}] {exp.id}: {exp.title} ({size}) ...", flush=True)
+        table = ms.experiments.run(exp.id, size)
+        tables.append(table)
+        bad = sum(r.holds is False for r in table.rows)
+        print(f"      {len(table.rows)} rows in {table.seconds:.1f} s: "
+              f"{'all hold' if bad == 0 else f'{bad} FAIL'}", flush=True)
+        if plots:
+            path = _write_plot(table, plots)
+            if path:
+                print(f"      figure: {path}", flush=True)
+    rows = [(t.experiment, r) for t in tables for r in t.rows]
+    print()
+    print(ms.experiments.format_rows(rows))
+    ok = all(t.ok for t in tables)
+    elapsed = time.perf_counter() - start
+    print(f"\n{len(rows)} rows from {len(tables)} experiments in {elapsed:.1f} s on "
+          f"{jax.devices()[0].platform}: {'all claims hold' if ok else 'SOME CLAIMS FAIL'}")
+    if json_path:
+        payload = {"size": size, "ok": ok, "seconds": round(elapsed, 2),
+                   "platform": jax.devices()[0].platform, "version": ms.__version__,
+                   "experiments": [t.to_dict() for t in tables]}
+        with open(json_path, "w") as f:
+            json.dump(payload, f, indent=2)
     return 0 if ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="manifold-scores", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="exact-vs-reference checks of the core (seconds on a CPU)")
+    sub.add_parser("demo", help="sample a sphere and a MoLRG with exact scores (seconds)")
+    ver = sub.add_parser("verify", help="run the experiments and check the theory's claims")
+    ver.add_argument("--quick", action="store_true",
+                     help="quick sizes (minutes on a 2-core CPU); default: full sizes")
+    ver.add_argument("--json", metavar="FILE", help="write the rows as JSON to FILE")
+    ver.add_argument("--plots", metavar="DIR",
+                     help="write each experiment's figure as DIR/<id>.png (needs matplotlib: "
+                          "pip install 'manifold-scores[notebooks]')")
+    ver.add_argument("--only", metavar="IDS",
+                     help="comma-separated experiment ids to run, e.g. E1,E3 (default: all: "
+                          + ", ".join(ms.experiments.REGISTRY) + ")")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo()
+    if args.command == "verify":
+        return verify(args.quick, args.json, args.plots, args.only)
     return 2
 
 
