@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 
-FAMILIES = ("mixtures", "molrg", "samplers", "likelihood", "training")
+FAMILIES = ("mixtures", "molrg", "samplers", "training", "likelihood")
 MODULES = {"mixtures": "isotropic", "molrg": "molrg", "samplers": "samplers",
            "likelihood": "likelihood", "training": "training"}
 
@@ -54,7 +54,6 @@ def main(argv=None) -> dict:
 
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    from benchmarks import report
     from benchmarks.common import environment
 
     torch = _torch()
@@ -88,13 +87,23 @@ def main(argv=None) -> dict:
             out = out.get("results", [])
         results += out
         timings[fam] = time.perf_counter() - t_fam
+        _write(args, size, only, env, results, skipped, timings, t0, partial=True)
+    return _write(args, size, only, env, results, skipped, timings, t0, partial=False)
+
+
+def _write(args, size, only, env, results, skipped, timings, t0, partial):
+    """Assemble the result; write JSON and markdown (after every family: a killed run keeps
+    what it measured); the README table only for a complete full run."""
+    from benchmarks import report
+
     result = {"benchmark": "manifold_scores", "size": size, "environment": env,
               "families": only, "family_seconds": timings, "results": results,
               "skipped": skipped, "loadavg_end": list(os.getloadavg()),
-              "total_s": time.perf_counter() - t0}
+              "total_s": time.perf_counter() - t0, "complete": not partial}
     result["done_when"] = report.done_when(results)
     text = report.markdown(result)
-    print(text)
+    if not partial:
+        print(text)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         stem = os.path.join(args.out, f"bench_{size}")
@@ -103,7 +112,13 @@ def main(argv=None) -> dict:
             fh.write("\n")
         with open(stem + ".md", "w") as fh:
             fh.write(text)
-        print(f"wrote {stem}.json and {stem}.md")
+        if not partial:
+            print(f"wrote {stem}.json and {stem}.md")
+        if not partial and size == "full" and only == list(FAMILIES):
+            # the latest complete run is the table the README shows
+            with open(os.path.join(args.out, "README.md"), "w") as fh:
+                fh.write(text)
+    return result
     return result
 
 

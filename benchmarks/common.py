@@ -38,6 +38,7 @@ class Impl:
     temp_bytes: int | None = None
     note: str = ""
     output: Any = None
+    scale: float = 1.0  # measured time x scale (a baseline timed on a share of the batch)
 
 
 def compile_impl(name: str, fn: Callable, *args: Any, note: str = "", static=()) -> Impl:
@@ -88,7 +89,7 @@ def alternate(impls: list[Impl], rounds: int, budget_s: float | None = None) -> 
     for r in range(rounds):
         order = impls if r % 2 == 0 else impls[::-1]  # alternate the order too
         for im in order:
-            times[im.name].append(_time(im.run))
+            times[im.name].append(_time(im.run) * im.scale)
         if budget_s is not None and r >= 2 and time.perf_counter() - start > budget_s:
             break
     return times

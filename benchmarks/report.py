@@ -159,6 +159,8 @@ def done_when(results: list[dict]) -> list[dict[str, Any]]:
 def markdown(result: dict[str, Any]) -> str:
     env = result["environment"]
     lines = [f"# Benchmark results ({result['size']} size)", ""]
+    if not result.get("complete", True):
+        lines += ["*Partial: the run stopped before every family finished.*", ""]
     gpu = "no GPU" if not env.get("gpu") else "GPU"
     lines.append(
         f"Device `{env['device']}` ({gpu}; {env['cpu_count']} CPU cores), {env['dtype']}; "
