@@ -38,6 +38,7 @@ __all__ = [
     "SubspaceRecovery",
     "angle_histogram",
     "angle_tv",
+    "angle_tv_laws",
     "distance_to_manifold",
     "generalization_score",
     "jacobian_rank",
@@ -237,7 +238,8 @@ def nearest_distances(x, train, *, chunk_size: int | None = DEFAULT_CHUNK) -> ja
             block, mask, start = inp
             d2 = jnp.where(mask[None, :], _sq_dists(xb, block), inf)
             v = jnp.concatenate([vals, d2], 1)
-            i = jnp.concatenate([idx, start + jnp.broadcast_to(jnp.arange(tc), d2.shape)], 1)
+            cols = start + jnp.arange(tc, dtype=jnp.int32)
+            i = jnp.concatenate([idx, jnp.broadcast_to(cols, d2.shape)], 1)
             neg, pos = jax.lax.top_k(-v, 2)
             return (-neg, jnp.take_along_axis(i, pos, 1)), None
 
@@ -505,3 +507,9 @@ def angle_tv(angles, reference, bins: int = 64) -> float:
     p = angle_histogram(angles, bins)
     # Mass lost to non-finite samples counts fully: TV = (sum |p - q| + (1 - sum p)) / 2.
     return float(0.5 * (np.abs(p - _reference_bins(reference, bins)).sum() + (1.0 - p.sum())))
+
+
+def angle_tv_laws(log_p, log_q, bins: int = 64) -> float:
+    """Total variation between two angle laws given as log-densities, on the same bins as
+    :func:`angle_tv` (so that it is the limit of ``angle_tv`` for many samples)."""
+    return float(0.5 * np.abs(_reference_bins(log_p, bins) - _reference_bins(log_q, bins)).sum())
