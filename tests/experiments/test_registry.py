@@ -1,0 +1,61 @@
+"""The experiment registry and the Row / Table types (no experiment is run here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import manifold_scores as ms
+from manifold_scores.experiments import REGISTRY, Row, Table, register
+
+
+@pytest.fixture
+def dummy():
+    def run(size="quick", *, seed=0):
+        ms.experiments._table.check_size(size)
+        return Table("DUMMY", size, (Row("two is two", 2.0, "2", True),
+                                     Row("an observation", "[1, 2]", "shown only", None)),
+                     {"x": [1.0, 2.0]})
+
+    register("DUMMY", "a test experiment", "tests", run, None)
+    yield
+    REGISTRY.pop("DUMMY")
+
+
+def test_registry_holds_the_geometry_experiments_in_order():
+    ids = list(REGISTRY)
+    assert ids[:5] == ["core", "E1", "E2", "E3", "E4"]
+    for exp in REGISTRY.values():
+        assert callable(exp.run)
+        assert exp.id == "core" or callable(exp.plot)
+
+
+def test_run_times_and_titles(dummy):
+    table = ms.experiments.run("dummy", "quick")  # ids are case-insensitive
+    assert table.experiment == "DUMMY" and table.title == "a test experiment"
+    assert table.seconds >= 0 and table.ok
+    assert ms.experiments.plot(table) is None
+
+
+def test_table_ok_ignores_observations_and_fails_on_false():
+    t = Table("X", "quick", (Row("a", 1.0, "1", True), Row("b", "x", "y", None)))
+    assert t.ok
+    assert not Table("X", "quick", (Row("a", 1.0, "1", False),)).ok
+
+
+def test_table_json_and_text(dummy):
+    table = ms.experiments.run("DUMMY", "quick")
+    payload = json.loads(table.to_json(with_data=True))
+    assert payload["rows"][0] == {"claim": "two is two", "measured": 2.0, "expected": "2",
+                                  "holds": True}
+    assert payload["rows"][1]["holds"] is None and payload["data"] == {"x": [1.0, 2.0]}
+    text = table.format()
+    assert "claim" in text and "two is two" in text and "n/a" in text and "2.000" in text
+
+
+def test_unknown_id_and_size_rejected(dummy):
+    with pytest.raises(ValueError, match="unknown experiment"):
+        ms.experiments.get("E99")
+    with pytest.raises(ValueError, match="size"):
+        ms.experiments.run("DUMMY", "medium")
