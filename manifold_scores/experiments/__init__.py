@@ -19,10 +19,16 @@ from manifold_scores.experiments import (
     e2_error_tolerance,
     e3_tempered,
     e4_inverse,
+    e5_subspace_recovery,
+    e6_jacobian_rank,
+    e7_generalisation,
+    e8_random_features,
+    e9_wpo_kernel,
 )
 from manifold_scores.experiments._registry import REGISTRY, Experiment, get, plot, register, run
 from manifold_scores.experiments._table import SIZES, Row, Table, format_rows
 
 __all__ = ["REGISTRY", "SIZES", "Experiment", "Row", "Table", "format_rows", "get", "plot",
            "register", "run", "core", "e1_geometry", "e2_error_tolerance",
-           "e3_tempered", "e4_inverse"]
+           "e3_tempered", "e4_inverse", "e5_subspace_recovery", "e6_jacobian_rank",
+           "e7_generalisation", "e8_random_features", "e9_wpo_kernel"]
