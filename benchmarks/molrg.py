@@ -28,8 +28,10 @@ SIZES = {
     "tiny": (16, [(3, 2, 8, True)], 3),
     "quick": (512, [(10, 16, 256, True), (10, 4, 256, False)], 3),
     "full": (4096, [(10, 16, 1024, True), (1, 16, 1024, False), (10, 4, 1024, False),
-                    (100, 4, 1024, False), (10, 64, 1024, False), (10, 16, 256, True),
-                    (100, 16, 256, False), (10, 16, 3072, False)], 3),
+                    (10, 64, 1024, False), (10, 16, 256, True), (100, 16, 256, False)], 3),
+    "large": (4096, [(10, 16, 1024, True), (1, 16, 1024, False), (10, 4, 1024, False),
+                     (100, 4, 1024, False), (10, 64, 1024, True), (10, 16, 256, True),
+                     (100, 16, 256, True), (10, 16, 3072, False)], 5),
 }
 DENSE_FLOPS = 4e11  # never run the dense baseline above this many flops per call
 

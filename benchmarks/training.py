@@ -49,6 +49,9 @@ SIZES = {
     "full": {"rounds": 3, "dsm": (1024, 64, 256, 3),
              "ism": [("swiss roll", 2, 1000, 256), ("gaussian d=64", 64, 50, 8)],
              "width": 64, "depth": 5},
+    "large": {"rounds": 3, "dsm": (1024, 64, 256, 3),
+              "ism": [("swiss roll", 2, 1000, 1000), ("gaussian d=64", 64, 1000, 64)],
+              "width": 64, "depth": 5},
 }
 
 

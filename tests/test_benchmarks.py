@@ -33,6 +33,7 @@ def test_isotropic_baselines_agree_with_kernel(monkeypatch):
     assert any("torch" in note for note in case["notes"])  # skipped with a message
 
 
+@pytest.mark.slow
 def test_molrg_baselines_agree_with_kernel():
     case = molrg.run_case(8, 3, 2, 6, "float32", rounds=2)
     rows = _rows(case)
