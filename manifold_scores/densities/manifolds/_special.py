@@ -97,6 +97,7 @@ class BesselBranches(NamedTuple):
     defect_large: jax.Array  # 1 - A(K), Hankel branch
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def bessel(two_nu: int, w_sq: jax.Array) -> BesselBranches:
     tab = bessel_table(two_nu)
     nu, thr = tab.nu, tab.threshold
@@ -133,12 +134,14 @@ def bessel(two_nu: int, w_sq: jax.Array) -> BesselBranches:
     return BesselBranches(large, log_s_small, a_over_k_small, k_large, g_large, defect_large)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def log_vmf_normaliser(two_nu: int, w_sq: jax.Array) -> jax.Array:
     """``log S_nu(|w|) = log int exp(w . theta) dU(theta)`` on ``S^{k-1}``, ``two_nu = k - 2``."""
     b = bessel(two_nu, w_sq)
     return jnp.where(b.large, b.k_large + b.g_large, b.log_s_small)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def mean_resultant_length(two_nu: int, w_sq: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(A(K), 1 - A(K))`` with ``A = I_{nu+1}(K) / I_nu(K)``, ``two_nu = k - 2``.
 

@@ -289,5 +289,5 @@ class VonMises(_CircleGeometry, _RoundSphere):
         dtype = self.frame.dtype
         mean_dir = jnp.stack([jnp.cos(self.mu), jnp.sin(self.mu)]).astype(dtype)
         theta = jax.vmap(lambda kk: sample_vmf(kk, mean_dir, jnp.asarray(self.kappa, dtype),
-                                                2, dtype))(jax.random.split(key, n))
+                                               2, dtype))(jax.random.split(key, n))
         return self._embed(theta)
