@@ -33,7 +33,7 @@ from manifold_scores import _checks
 from manifold_scores._pytree import pytree_dataclass
 from manifold_scores.sampling import _args
 from manifold_scores.sampling._jit import filter_jit
-from manifold_scores.sampling.grids import GRID_KINDS, checked_grid
+from manifold_scores.sampling.grids import GRID_KINDS, _grid, check_levels, runtime_checked
 from manifold_scores.sampling.ode import ODE_METHODS
 from manifold_scores.sampling.samplers import prior_std
 from manifold_scores.sampling.solver import run
@@ -170,21 +170,25 @@ def log_prob(score, proc, x, t_min=1e-3, divergence="exact", *, key=None, t_max=
         raise ValueError(f"t_min must be > 0 (log p_0 is singular on a manifold), got {lo}")
     if lo is None:
         t_min = _checks.runtime_check(t_min, ~(t_min > 0), "t_min must be > 0")
-    ts = checked_grid(proc, steps, kind, t_min, t_max, x.dtype)[::-1]
-    return _log_prob_jit(x, ts, key if hutchinson else None, proc=proc,
-                         score=score, divergence=divergence, method=method, probe=probe,
-                         prior=prior)
+    check = check_levels(proc, t_min, t_max)
+    return _log_prob_jit(x, t_min, t_max, key if hutchinson else None, proc=proc,
+                         score=score, divergence=divergence, steps=steps, method=method,
+                         kind=kind, probe=probe, prior=prior, check=check)
 
 
-def _log_prob_impl(x, ts, key, *, proc, score, divergence, method, probe, prior):
+def _log_prob_impl(x, t_min, t_max, key, *, proc, score, divergence, steps, method, kind, probe,
+                   prior, check):
     dtype = x.dtype
+    ts = _grid(proc, steps, kind, t_min, t_max, 7.0, dtype)
+    if check:  # traced interval or process: one run-time check of the grid, before the scan
+        ts = runtime_checked(proc, ts)
+    ts = ts[::-1]
     z = None
     if isinstance(divergence, str) and divergence == "hutchinson":
         draw = jax.random.normal if probe == "gaussian" else jax.random.rademacher
         z = draw(key, x.shape, dtype)
     score_div = _score_and_div(score, divergence, z)
     d = x.shape[0]
-    steps = ts.shape[0] - 1
 
     def field(state, t):
         y, _ = state
@@ -204,7 +208,7 @@ def _log_prob_impl(x, ts, key, *, proc, score, divergence, method, probe, prior)
 
 
 _log_prob_jit = filter_jit(_log_prob_impl, split=("proc", "score", "divergence", "prior"),
-                           static_argnames=("method", "probe"))
+                           static_argnames=("steps", "method", "kind", "probe", "check"))
 
 
 def bits_per_dim(log_prob_value, dim: int, scale: float = 1.0):

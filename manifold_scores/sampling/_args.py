@@ -2,7 +2,7 @@
 
 Shapes and static options are checked at trace time; values eagerly where they are concrete.
 Every failure is a ``ValueError`` naming the argument. Noise levels along a time grid are
-checked by :func:`manifold_scores.sampling.grids.checked_grid`.
+checked by :mod:`manifold_scores.sampling.grids`.
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 Kinds (:data:`GRID_KINDS`): uniform in ``t``; geometric in ``sigma(t)``; Karras et al.'s EDM grid
 (``rho = 7``) in the scale-free noise level ``sigma / alpha``; uniform in the log-SNR
-``lambda = log(alpha^2 / sigma^2)``. :func:`checked_grid` builds a grid and checks that
-``sigma(t) > 0`` and finite on all of it: eagerly when the process and the interval are concrete,
-otherwise with one run-time check (``equinox.error_if``) outside the solver's scan, after which
-the scan body is traced inside ``_checks.validated()`` (no per-step checks in the densities).
+``lambda = log(alpha^2 / sigma^2)``. :func:`check_levels` checks that ``sigma(t) > 0`` and
+finite on a grid's interval eagerly when the process and the interval are concrete (``sigma``
+increases with ``t``, so the pinned ends decide); otherwise the sampler wraps its grid in one
+run-time check (:func:`runtime_checked`, ``equinox.error_if``) outside its scan. Either way the
+scan body is then traced inside ``_checks.validated()`` (no per-step checks in the densities).
 
 Example:
     >>> import manifold_scores as ms
@@ -22,9 +23,8 @@ import numpy as np
 
 from manifold_scores import _checks
 from manifold_scores.sampling import _args
-from manifold_scores.sampling._jit import filter_jit
 
-__all__ = ["GRID_KINDS", "checked_grid", "check_times", "time_grid"]
+__all__ = ["GRID_KINDS", "check_levels", "check_times", "runtime_checked", "time_grid"]
 
 GRID_KINDS = ("uniform", "geometric", "edm", "log_snr")
 
@@ -54,53 +54,64 @@ def _grid(proc, steps, kind, t_min, t_max, rho, dtype):
     return ts.astype(dtype).at[0].set(t_max).at[-1].set(t_min)
 
 
-def _grid_kw(t_min, t_max, *, proc, steps, kind, rho, dtype):
-    return _grid(proc, steps, kind, t_min, t_max, rho, dtype)
-
-
-_grid_jit = filter_jit(_grid_kw, split=("proc",), static_argnames=("steps", "kind", "rho",
-                                                                    "dtype"))
-
-
 def _all_concrete(*trees) -> bool:
     return all(_checks.is_concrete(leaf) for leaf in jax.tree.leaves(trees))
 
 
-def check_times(proc, ts, name="ts"):
-    """``ts`` with ``sigma(t) > 0`` and finite at every time checked.
+def _raise_if_bad(t, sig, name):
+    ok = np.isfinite(t) & np.isfinite(sig) & (sig > 0)
+    if not np.all(ok):
+        i = int(np.argmin(ok))
+        raise ValueError(
+            f"sigma(t) must be positive and finite on the whole time grid {name}, got "
+            f"sigma({t[i]:g}) = {sig[i]:g}: raise t_min (or lower t_max) into the process's "
+            f"domain")
 
-    Concrete grids raise ``ValueError`` now; traced ones come back wrapped in one run-time check
-    (use the returned array).
-    """
-    if _all_concrete(proc, ts):
-        with jax.ensure_compile_time_eval():
-            t = np.asarray(ts, np.float64)
-            sig = np.asarray(proc.sigma(jnp.asarray(ts)), np.float64)
-        ok = np.isfinite(t) & np.isfinite(sig) & (sig > 0)
-        if not np.all(ok):
-            i = int(np.argmin(ok))
-            raise ValueError(
-                f"sigma(t) must be positive and finite on the whole time grid {name}, got "
-                f"sigma({t[i]:g}) = {sig[i]:g}: raise t_min (or lower t_max) into the process's "
-                f"domain")
-        return ts
+
+def _sigma_at(proc, t):
+    """``sigma`` at concrete scalar times, op by op (scalar kernels: compiled once)."""
+    with jax.ensure_compile_time_eval():
+        return np.array([float(proc.sigma(jnp.asarray(ti))) for ti in t], np.float64)
+
+
+def runtime_checked(proc, ts, name="ts"):
+    """``ts`` wrapped in one run-time check of ``sigma(t) > 0`` and finite at every time."""
     sig = proc.sigma(ts)
     bad = ~jnp.all(jnp.isfinite(ts) & jnp.isfinite(sig) & (sig > 0))
     return _checks.runtime_check(ts, bad, f"sigma(t) must be positive and finite on the whole "
                                           f"time grid {name}: raise t_min")
 
 
-def checked_grid(proc, steps: int, kind: str, t_min, t_max, dtype, rho: float = 7.0):
-    """The grid of :func:`time_grid` with ``sigma > 0`` checked on all of it (see
-    :func:`check_times`); ``steps``, ``kind``, ``dtype`` and the interval validated already."""
-    if _all_concrete(proc, t_min, t_max):
-        # Concrete even under an outer jit: the check can then raise now.
-        with jax.ensure_compile_time_eval():
-            ts = _grid_jit(t_min, t_max, proc=proc, steps=steps, kind=kind, rho=float(rho),
-                           dtype=dtype)
-    else:
-        ts = _grid(proc, steps, kind, t_min, t_max, rho, dtype)
-    return check_times(proc, ts, name=f"({kind}, t_min..t_max)")
+def check_levels(proc, t_min, t_max, name="(t_min, t_max)") -> bool:
+    """Check ``sigma > 0`` on ``[t_min, t_max]`` eagerly where concrete.
+
+    ``sigma`` increases with ``t`` for every process, and the grids are pinned to ``t_min`` and
+    ``t_max``, so the two ends decide for the whole grid. Returns whether a run-time check is
+    still needed (something is traced): then the caller checks the grid with
+    :func:`runtime_checked` once, outside its scan.
+    """
+    if not _all_concrete(proc, t_min, t_max):
+        return True
+    t = np.array([float(t_min), float(t_max)], np.float64)
+    _raise_if_bad(t, _sigma_at(proc, t), name)
+    return False
+
+
+def check_times(proc, ts, name="ts"):
+    """``ts`` with ``sigma(t) > 0`` and finite at every time.
+
+    Concrete times raise ``ValueError`` now (finite times; ``sigma`` at the smallest and largest,
+    as it is increasing); traced ones come back wrapped in one run-time check (use the returned
+    array).
+    """
+    if _all_concrete(proc, ts):
+        t = np.asarray(ts, np.float64)
+        if not np.all(np.isfinite(t)):
+            _raise_if_bad(t, np.zeros_like(t), name)
+        ends = np.array([t.min(), t.max()])
+        _raise_if_bad(ends, _sigma_at(proc, ends), name)
+        return ts
+    return runtime_checked(proc, ts, name)
 
 
 def time_grid(proc, steps: int, kind: str = "edm", t_min=None, t_max=None, *, rho: float = 7.0,
@@ -135,4 +146,6 @@ def time_grid(proc, steps: int, kind: str = "edm", t_min=None, t_max=None, *, rh
     t_min = proc.t_min if t_min is None else t_min
     t_max = proc.t_max if t_max is None else t_max
     _args.check_interval(t_min, t_max, proc)
-    return checked_grid(proc, steps, kind, t_min, t_max, _args.default_dtype(dtype), rho)
+    needs_runtime_check = check_levels(proc, t_min, t_max)
+    ts = _grid(proc, steps, kind, t_min, t_max, rho, _args.default_dtype(dtype))
+    return runtime_checked(proc, ts) if needs_runtime_check else ts

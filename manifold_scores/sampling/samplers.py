@@ -48,7 +48,13 @@ from manifold_scores import _checks
 from manifold_scores.sampling import _args
 from manifold_scores.sampling._jit import filter_jit
 from manifold_scores.sampling._sharding import batch_sharding, constrain, key_sharding
-from manifold_scores.sampling.grids import GRID_KINDS, check_times, checked_grid
+from manifold_scores.sampling.grids import (
+    GRID_KINDS,
+    _grid,
+    check_levels,
+    check_times,
+    runtime_checked,
+)
 from manifold_scores.sampling.ode import ODE_METHODS
 from manifold_scores.sampling.sde import SDE_METHODS
 from manifold_scores.sampling.solver import Solver, batched, pf_field, resolve, run
@@ -95,8 +101,11 @@ def _sample_keys(key, n):
     return both[:, 0], both[:, 1]
 
 
-def _sample_impl(key, ts, x_init, *, proc, score, shape, steps, solver, save_at, dtype,
-                 stochastic, sharding):
+def _sample_impl(key, t_min, t_max, x_init, *, proc, score, shape, steps, solver, kind, save_at,
+                 dtype, stochastic, sharding, check):
+    ts = _grid(proc, steps, kind, t_min, t_max, 7.0, dtype)
+    if check:  # traced interval or process: one run-time check of the grid, before the scan
+        ts = runtime_checked(proc, ts)
     k_prior, k_path = _sample_keys(key, shape[0]) if key is not None else (None, None)
     k_sharding = key_sharding(sharding)
     if x_init is None:
@@ -108,7 +117,7 @@ def _sample_impl(key, ts, x_init, *, proc, score, shape, steps, solver, save_at,
     x = constrain(x, sharding)
     keys = constrain(k_path, k_sharding) if stochastic else None
     evaluate = pf_field(score, proc) if solver.uses_field else batched(score)
-    # sigma > 0 was checked on the whole grid (eagerly, or at run time by the caller).
+    # sigma > 0 was checked on the whole grid (eagerly, or at run time just above).
     with _checks.validated():
         out = run(solver, evaluate, proc, ts, x, keys, save_at, steps)
     if save_at is None:
@@ -117,8 +126,8 @@ def _sample_impl(key, ts, x_init, *, proc, score, shape, steps, solver, save_at,
 
 
 _sample_jit = filter_jit(_sample_impl, split=("proc", "score"),
-                         static_argnames=("shape", "steps", "solver", "save_at", "dtype",
-                                          "stochastic", "sharding"))
+                         static_argnames=("shape", "steps", "solver", "kind", "save_at", "dtype",
+                                          "stochastic", "sharding", "check"))
 
 
 def _sample(key, score, proc, shape, steps, method, table, t_min, t_max, kind, save_at, x_init,
@@ -151,10 +160,10 @@ def _sample(key, score, proc, shape, steps, method, table, t_min, t_max, kind, s
     t_max = proc.t_max if t_max is None else t_max
     _args.check_interval(t_min, t_max, proc)
     save_at = _args.check_save_at(save_at, steps)
-    ts = checked_grid(proc, steps, kind, t_min, t_max, dtype)
-    return _sample_jit(key, ts, x_init, proc=proc, score=score, shape=shape, steps=steps,
-                       solver=solver, save_at=save_at, dtype=dtype, stochastic=stochastic,
-                       sharding=sharding)
+    check = check_levels(proc, t_min, t_max)
+    return _sample_jit(key, t_min, t_max, x_init, proc=proc, score=score, shape=shape,
+                       steps=steps, solver=solver, kind=kind, save_at=save_at, dtype=dtype,
+                       stochastic=stochastic, sharding=sharding, check=check)
 
 
 def sample_ode(key, score, proc, shape=None, steps: int = 100, method: str | Solver = "heun", *,
