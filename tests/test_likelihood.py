@@ -108,3 +108,35 @@ def test_bad_inputs():
         likelihood.log_prob(score, proc, jnp.ones(3), t_min=2.0)
     with pytest.raises(ValueError, match="steps"):
         likelihood.log_prob(score, proc, jnp.ones(3), steps=0)
+    # p_0 is singular on a manifold: t_min > 0 (and sigma(t_min) > 0) is required.
+    for t_min in (0, 0.0, -0.1):
+        with pytest.raises(ValueError, match="t_min"):
+            likelihood.log_prob(score, proc, jnp.ones(3), t_min=t_min)
+    with pytest.raises(ValueError, match="t_min"):
+        likelihood.log_prob(score, ms.VE(), jnp.ones(3), t_min=0.0)  # sigma(0) > 0 for VE
+    with pytest.raises(ValueError, match="kind"):
+        likelihood.log_prob(score, proc, jnp.ones(3), kind="cosine")
+    with pytest.raises(ValueError, match="prior"):
+        likelihood.log_prob(score, proc, jnp.ones(3), prior=1.0)
+    # Traced t_min: checked at run time.
+    run = jax.jit(lambda tm: likelihood.log_prob(score, proc, jnp.ones(3), t_min=tm, steps=4))
+    assert bool(jnp.isfinite(run(0.1)))
+    with pytest.raises(Exception, match="t_min"):
+        jax.block_until_ready(run(0.0))
+
+
+def test_fresh_score_fn_does_not_recompile():
+    """Scores and closed-form divergences are callable PyTrees: traced, not constants."""
+    proc, t_min = ms.VP(), 1e-2
+    cache = likelihood._log_prob_jit.jitted
+    outs = []
+    for k in range(2):
+        mix = ms.MoLRG.random(jax.random.key(k), dim=3, rank=1, num_components=2)
+        x = mix.sample(jax.random.key(9), 1)[0]
+        before = cache._cache_size()
+        outs.append(likelihood.log_prob(ms.score_fn(mix, proc), proc, x, t_min, steps=9,
+                                        divergence=likelihood.divergence_fn(mix, proc)))
+        if k:
+            assert cache._cache_size() == before
+        exact = mix.log_prob(x, proc.alpha(t_min), proc.sigma(t_min))
+        assert abs(float(outs[-1] - exact)) < 0.05
