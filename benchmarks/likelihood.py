@@ -27,8 +27,8 @@ from benchmarks.common import alternate, compile_impl, drop_outputs, rel_err, su
 SIZES = {
     "tiny": {"rounds": 3, "steps": 8, "molrg": (4, 4, 1, 2), "empirical": (4, 50, 4)},
     "quick": {"rounds": 3, "steps": 64, "molrg": (32, 16, 2, 4), "empirical": (16, 1000, 16)},
-    "full": {"rounds": 3, "steps": 128, "molrg": (32, 32, 4, 8),
-             "empirical": (16, 2000, 16)},
+    "full": {"rounds": 3, "steps": 128, "molrg": (32, 16, 2, 4),
+             "empirical": (16, 1000, 16)},
     "large": {"rounds": 5, "steps": 128, "molrg": (64, 64, 4, 8),
               "empirical": (32, 2000, 16)},
 }

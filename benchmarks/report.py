@@ -133,7 +133,7 @@ def done_when(results: list[dict]) -> list[dict[str, Any]]:
     for c in results:
         if c.get("family") != "samplers":
             continue
-        who = f"{c['shape']['score']} {c['case']}"
+        who = f"{c['shape']['score']} {c['case']} ({c['shape']['steps']} steps)"
         for row in c["rows"][1:]:
             impl = row["impl"]
             if "VirtualBrownianTree" in impl:

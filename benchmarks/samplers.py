@@ -31,8 +31,8 @@ from benchmarks.common import alternate, compile_impl, drop_outputs, rel_err, su
 SIZES = {
     "tiny": {"steps": 20, "rounds": 3, "molrg": (8, 8, 2, 2), "empirical": (8, 100, 4)},
     "quick": {"steps": 1000, "rounds": 3, "molrg": (128, 64, 4, 8), "empirical": (64, 1000, 16)},
-    "full": {"steps": 1000, "rounds": 3, "molrg": (256, 64, 4, 8),
-             "empirical": (128, 1000, 16)},
+    "full": {"steps": 1000, "rounds": 3, "molrg": (128, 64, 4, 8),
+             "empirical": (64, 1000, 16)},
     "large": {"steps": 1000, "rounds": 5, "molrg": (1024, 64, 4, 8),
               "empirical": (256, 2000, 16)},
 }

@@ -12,7 +12,8 @@
   with ``precision_matrix=Gamma_i`` per centre, ``log pi = logsumexp_i log N_i - log N``, the
   score by ``torch.autograd.grad`` and the Laplacian by one more ``grad`` per dimension
   (``create_graph=True``), then ``backward`` and ``torch.optim.Adam``. ``loss_rel_diff`` compares
-  the two losses at the initial parameters.
+  the two losses at the initial parameters. Every timed step starts from the initial weights
+  (the JAX step is pure), and torch flushes denormals to zero as XLA does on CPU.
 
 Runs only when ``manifold_scores.models`` and ``manifold_scores.losses`` exist (the family is
 skipped otherwise); the PyTorch baseline is skipped with a message when torch is missing.
@@ -44,10 +45,10 @@ SIZES = {
     "quick": {"rounds": 3, "dsm": (256, 16, 128, 3),
               "ism": [("swiss roll", 2, 200, 64), ("gaussian d=64", 64, 16, 4)],
               "width": 64, "depth": 5},
-    # d = 64 with 1000 centres is out of reach on 2 shared CPU cores: the PyTorch step took
-    # 90 s at 200 centres and 8 points (9 s at 50), growing faster than linearly.
+    # d = 64 with 1000 centres is out of reach on 2 shared CPU cores: one PyTorch step took
+    # 90 s at 200 centres and 8 points, and ~60 s at 16 centres and 4 points under load.
     "full": {"rounds": 3, "dsm": (1024, 64, 256, 3),
-             "ism": [("swiss roll", 2, 1000, 256), ("gaussian d=64", 64, 50, 8)],
+             "ism": [("swiss roll", 2, 1000, 256), ("gaussian d=64", 64, 16, 4, 2)],
              "width": 64, "depth": 5},
     "large": {"rounds": 3, "dsm": (1024, 64, 256, 3),
               "ism": [("swiss roll", 2, 1000, 1000), ("gaussian d=64", 64, 1000, 64)],
@@ -94,6 +95,7 @@ def _torch_ism(torch, params, x_np, eps):
         w = torch.tensor(np.array(variables[name]["kernel"]).T.copy(), requires_grad=True)
         b = torch.tensor(np.array(variables[name]["bias"]).copy(), requires_grad=True)
         layers.append((w, b))
+    torch.set_flush_denormal(True)  # as XLA on CPU does; denormals slow torch down 100x
     centres = torch.tensor(np.array(params.centres))
     x = torch.tensor(np.array(x_np))
     n, d = centres.shape
@@ -107,7 +109,13 @@ def _torch_ism(torch, params, x_np, eps):
         w, b = layers[-1]
         return torch.tril((h @ w.T + b).reshape(-1, d, d))
 
+    initial = [p.detach().clone() for wb in layers for p in wb]
+
     def step():
+        # every timed step starts from the same weights, as the pure JAX step does
+        with torch.no_grad():
+            for p, p0 in zip((p for wb in layers for p in wb), initial, strict=True):
+                p.copy_(p0)
         opt.zero_grad()
         lmat = factor(centres)
         gamma = lmat @ lmat.transpose(-1, -2) + eps * eye
@@ -130,10 +138,8 @@ def ism_case(name, d, centres_n, batch, width, depth, rounds, dtype, torch):
     rng = np.random.default_rng(0)
     if d == 2:
         data = _swiss_roll(rng, centres_n + batch)
-    else:
-        mix = ms.MoLRG.random(jax.random.key(4), d, 4, 3, orthogonal=False, dtype=dtype)
-        data = np.asarray(mix.sample(jax.random.key(5), centres_n + batch)) \
-            + 0.1 * rng.standard_normal((centres_n + batch, d))
+    else:  # a standard Gaussian blob
+        data = rng.standard_normal((centres_n + batch, d))
     data = data.astype(np.dtype(dtype))
     centres, x = jnp.asarray(data[:centres_n]), jnp.asarray(data[centres_n:])
     params = kernel.init(jax.random.key(6), centres, width=width, depth=depth)
@@ -177,8 +183,8 @@ def run(size, dtype, torch=None, log=print):
     n, d, width, depth = cfg["dsm"]
     log(f"  training DSM MLP n={n} d={d}")
     out.append(dsm_case(n, d, width, depth, cfg["rounds"], dt))
-    for name, d, nc, b in cfg["ism"]:
+    for name, d, nc, b, *rounds in cfg["ism"]:  # optional per-case rounds (slow baselines)
         log(f"  training ISM kernel {name} d={d} centres={nc} batch={b}")
-        out.append(ism_case(name, d, nc, b, cfg["width"], cfg["depth"], cfg["rounds"], dt,
-                            torch))
+        out.append(ism_case(name, d, nc, b, cfg["width"], cfg["depth"],
+                            rounds[0] if rounds else cfg["rounds"], dt, torch))
     return out
