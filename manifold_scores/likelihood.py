@@ -31,12 +31,11 @@ import jax.numpy as jnp
 
 from manifold_scores import _checks
 from manifold_scores._pytree import pytree_dataclass
-from manifold_scores.sampling import _args
-from manifold_scores.sampling._jit import filter_jit
-from manifold_scores.sampling.grids import GRID_KINDS, _grid, check_levels, runtime_checked
-from manifold_scores.sampling.ode import ODE_METHODS
-from manifold_scores.sampling.samplers import prior_std
-from manifold_scores.sampling.solver import run
+from manifold_scores.sampling import _args, _jit
+from manifold_scores.sampling import grids as _grids
+from manifold_scores.sampling import ode as _ode
+from manifold_scores.sampling import samplers as _samplers
+from manifold_scores.sampling import solver as _solver
 
 __all__ = ["DIVERGENCES", "DivergenceFn", "bits_per_dim", "divergence_fn", "log_prob",
            "prior_log_prob"]
@@ -72,7 +71,7 @@ def divergence_fn(density, proc) -> DivergenceFn:
 
 def prior_log_prob(proc, x, t_max=None):
     """``log N(x; 0, prior_std^2 I)``, the prior that ``sampling.prior_sample`` draws from."""
-    std = prior_std(proc, t_max)
+    std = _samplers.prior_std(proc, t_max)
     d = x.size
     return -0.5 * jnp.sum(x * x) / std**2 - d * jnp.log(std) - 0.5 * d * math.log(2 * math.pi)
 
@@ -160,8 +159,8 @@ def log_prob(score, proc, x, t_min=1e-3, divergence="exact", *, key=None, t_max=
     if hutchinson and key is None:
         raise ValueError("key must be given for divergence='hutchinson'")
     steps = _args.check_steps(steps)
-    if kind not in GRID_KINDS:
-        raise ValueError(f"kind must be one of {GRID_KINDS}, got {kind!r}")
+    if kind not in _grids.GRID_KINDS:
+        raise ValueError(f"kind must be one of {_grids.GRID_KINDS}, got {kind!r}")
     t_max = proc.t_max if t_max is None else t_max
     _args.check_interval(t_min, t_max, proc)
     # p_0 is singular on a manifold: the density is that of p_{t_min}, t_min > 0, sigma > 0.
@@ -170,7 +169,7 @@ def log_prob(score, proc, x, t_min=1e-3, divergence="exact", *, key=None, t_max=
         raise ValueError(f"t_min must be > 0 (log p_0 is singular on a manifold), got {lo}")
     if lo is None:
         t_min = _checks.runtime_check(t_min, ~(t_min > 0), "t_min must be > 0")
-    check = check_levels(proc, t_min, t_max)
+    check = _grids.check_levels(proc, t_min, t_max)
     return _log_prob_jit(x, t_min, t_max, key if hutchinson else None, proc=proc,
                          score=score, divergence=divergence, steps=steps, method=method,
                          kind=kind, probe=probe, prior=prior, check=check)
@@ -179,9 +178,9 @@ def log_prob(score, proc, x, t_min=1e-3, divergence="exact", *, key=None, t_max=
 def _log_prob_impl(x, t_min, t_max, key, *, proc, score, divergence, steps, method, kind, probe,
                    prior, check):
     dtype = x.dtype
-    ts = _grid(proc, steps, kind, t_min, t_max, 7.0, dtype)
+    ts = _grids._grid(proc, steps, kind, t_min, t_max, 7.0, dtype)
     if check:  # traced interval or process: one run-time check of the grid, before the scan
-        ts = runtime_checked(proc, ts)
+        ts = _grids.runtime_checked(proc, ts)
     ts = ts[::-1]
     z = None
     if isinstance(divergence, str) and divergence == "hutchinson":
@@ -196,18 +195,18 @@ def _log_prob_impl(x, t_min, t_max, key, *, proc, score, divergence, steps, meth
         f, g2 = proc.drift(t), proc.diffusion_squared(t)
         return f * y - 0.5 * g2 * s, f * d - 0.5 * g2 * div_s
 
-    solver = ODE_METHODS[method]()
+    solver = _ode.ODE_METHODS[method]()
     # The state is a batch of one (x, delta) pair so that the sampler engine applies unchanged.
     state = (x[None], jnp.zeros((1,), dtype))
     # sigma > 0 was checked on the whole grid before the scan.
     with _checks.validated():
-        x_t, delta = run(solver, field, proc, ts, state, None, None, steps)
+        x_t, delta = _solver.run(solver, field, proc, ts, state, None, None, steps)
     t_max = ts[-1]
     log_prior = prior_log_prob(proc, x_t[0], t_max) if prior is None else prior(x_t[0])
     return log_prior + delta[0]
 
 
-_log_prob_jit = filter_jit(_log_prob_impl, split=("proc", "score", "divergence", "prior"),
+_log_prob_jit = _jit.filter_jit(_log_prob_impl, split=("proc", "score", "divergence", "prior"),
                            static_argnames=("steps", "method", "kind", "probe", "check"))
 
 
