@@ -7,9 +7,10 @@ valid rows only. The optimiser is optax Adam; the whole loop is one ``lax.scan``
 
 :func:`train_mlps` trains :mod:`manifold_scores.models.mlp` denoisers by EDM-weighted DSM
 (:func:`manifold_scores.losses.dsm`, ``target="x0"``, EDM time sampler), :func:`sample_edm`
-draws from many models by the Heun PF-ODE on an EDM grid (Karras et al. 2022), vmapped over
-models. (``training.fit`` trains one model from a Python loop; a vmapped ``fit`` over models
-would make these helpers unnecessary.)
+draws from many models by the Heun PF-ODE on an EDM grid (Karras et al. 2022, ending with the
+denoiser at ``sigma_min``: ``sigma_N = 0``), vmapped over models. (``training.fit`` trains
+one model from a Python loop; a vmapped ``fit`` over models would make these helpers
+unnecessary.)
 """
 
 from __future__ import annotations
@@ -95,8 +96,10 @@ def edm_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rh
 
 
 def heun_edm(denoise, x, sigmas):
-    """Heun's PF-ODE ``dx/dsigma = (x - D(x, sigma)) / sigma`` over ``sigmas`` (batch ``x``);
-    Euler on the last step. ``denoise(x, sigma)`` is per point."""
+    """Heun's PF-ODE ``dx/dsigma = (x - D(x, sigma)) / sigma`` over ``sigmas`` (batch ``x``),
+    then a last Euler step from ``sigmas[-1]`` to ``sigma = 0``, which returns
+    ``D(x, sigmas[-1])`` (Karras et al. 2022, Algorithm 1, ``sigma_N = 0``).
+    ``denoise(x, sigma)`` is per point."""
     d_batch = jax.vmap(denoise, (0, None))
 
     def step(x, pair):
@@ -106,9 +109,8 @@ def heun_edm(denoise, x, sigmas):
         k1 = (x_e - d_batch(x_e, s1)) / s1
         return x + (s1 - s0) * 0.5 * (k0 + k1), None
 
-    x, _ = jax.lax.scan(step, x, (sigmas[:-2], sigmas[1:-1]))
-    s0, s1 = sigmas[-2], sigmas[-1]
-    return x + (s1 - s0) * (x - d_batch(x, s0)) / s0
+    x, _ = jax.lax.scan(step, x, (sigmas[:-1], sigmas[1:]))
+    return d_batch(x, sigmas[-1])
 
 
 @functools.partial(jax.jit, static_argnames=("n", "steps"))
