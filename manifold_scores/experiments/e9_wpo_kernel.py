@@ -28,8 +28,13 @@ second-nearest training distance ``< 1/3``), unbiased ``MMD^2`` (RBF, median-heu
 bandwidths) to fresh data, mean distance to the manifold divided by the data's RMS norm (for the
 6-D variant: the distance of the first five coordinates to the noiseless curve, which the data
 itself sits at about ``0.1 sqrt(3)`` from; its fresh-data value is shown), and training wall time
-(compilation included, the same machine, one after the other). Budgets are fixed in advance:
-the kernel model trains for a fifth of the MLP's steps.
+(compiled ahead of time; compile time reported separately; the same machine, one after the
+other). Budgets are fixed in advance: the kernel model trains for a fifth of the MLP's steps.
+On data on a manifold the ISM loss is unbounded below (the kernels may narrow without limit
+in the normal directions), so the kernel model's distance to the manifold reflects its
+training budget: its loss is still falling at the end of it. Sizes: quick ``N = 300``, 300 ISM
+steps, 1500 DSM steps, 32 ODE steps; full ``N = 400``, 400 ISM steps, 2000 DSM steps, 48 ODE
+steps (a larger full size did not fit the notebook's time budget on a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ import numpy as np
 import optax
 
 import manifold_scores as ms
-from manifold_scores.experiments._batched import edm_sigmas, sample_edm, train_mlps
+from manifold_scores.experiments._batched import _train_mlps, edm_sigmas, heun_edm, sample_edm
 from manifold_scores.experiments._registry import register
 from manifold_scores.experiments._table import Row, Table, check_size
 from manifold_scores.models import kernel
@@ -58,8 +63,8 @@ def _sizes(size):
     if size == "quick":
         return dict(n_train=300, n_samples=300, kernel_steps=300, mlp_steps=1500, width=64,
                     depth=2, ode_steps=32)
-    return dict(n_train=1000, n_samples=1000, kernel_steps=1000, mlp_steps=5000, width=128,
-                depth=3, ode_steps=48)
+    return dict(n_train=400, n_samples=400, kernel_steps=400, mlp_steps=2000, width=64,
+                depth=2, ode_steps=48)
 
 
 def _roll2(t):
@@ -123,17 +128,19 @@ def _train_kernel(params, x_ism, *, steps):
 
 @functools.partial(jax.jit, static_argnames=("n", "steps"))
 def _sample_empirical(key, emp, *, n, steps):
-    from manifold_scores.experiments._batched import heun_edm
-
     sigmas = jnp.asarray(edm_sigmas(steps), emp.points.dtype)
     x = sigmas[0] * jax.random.normal(key, (n, emp.dim), emp.points.dtype)
     return heun_edm(lambda y, s: emp.denoise(y, 1.0, s), x, sigmas)
 
 
-def _timed(fn, *args, **kwargs):
+def _timed(jitted, *args, **static):
+    """``(output, compile seconds, run seconds)`` of a jitted function, compiled ahead of time
+    (``static`` are its static keyword arguments)."""
     start = time.perf_counter()
-    out = jax.block_until_ready(fn(*args, **kwargs))
-    return out, time.perf_counter() - start
+    compiled = jitted.lower(*args, **static).compile()
+    mid = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args))
+    return out, mid - start, time.perf_counter() - mid
 
 
 def _evaluate(data, samples, train, fresh, rms):
@@ -157,20 +164,22 @@ def run(size: str = "quick", *, seed: int = 0) -> Table:
         rms = float(jnp.sqrt(jnp.mean(jnp.sum(train**2, -1))))
         half = cfg["n_train"] // 2
         params = kernel.init(k_ki, train[:half], eps=1.0, init_scale=10.0, width=64, depth=5)
-        (params, k_hist), t_kernel = _timed(_train_kernel, params, train[half:],
-                                            steps=cfg["kernel_steps"])
+        (params, k_hist), c_kernel, t_kernel = _timed(_train_kernel, params, train[half:],
+                                                      steps=cfg["kernel_steps"])
         s_kernel = kernel.sample(k_ks, params, cfg["n_samples"])
         s_emp = _sample_empirical(k_es, ms.Empirical(train), n=cfg["n_samples"],
                                   steps=cfg["ode_steps"])
         sd = float(jnp.sqrt(jnp.mean(train**2)))
-        (mlp_params, _), t_mlp = _timed(
-            train_mlps, k_mf, train[None], jnp.asarray([cfg["n_train"]]), width=cfg["width"],
-            depth=cfg["depth"], steps=cfg["mlp_steps"], batch_size=128, sigma_data=sd)
+        (mlp_params, _), c_mlp, t_mlp = _timed(
+            _train_mlps, jax.random.split(k_mf, 1), train[None], jnp.asarray([cfg["n_train"]]),
+            dim=train.shape[1], width=cfg["width"], depth=cfg["depth"], steps=cfg["mlp_steps"],
+            batch_size=128, sigma_data=sd, lr=2e-3)
         s_mlp = sample_edm(k_ms, mlp_params, n=cfg["n_samples"], steps=cfg["ode_steps"])[0]
         res = {m: _evaluate(data, s, train, fresh, rms)
                for m, s in (("kernel", s_kernel), ("empirical", s_emp), ("MLP", s_mlp))}
         res["fresh data"] = {"distance": float(jnp.mean(data.distance(fresh))) / rms}
-        res["time"] = {"kernel": t_kernel, "MLP": t_mlp}
+        res["time"] = {"kernel": t_kernel, "MLP": t_mlp, "kernel compile": c_kernel,
+                       "MLP compile": c_mlp}
         res["samples"] = {"kernel": np.asarray(s_kernel), "empirical": np.asarray(s_emp),
                           "MLP": np.asarray(s_mlp), "train": np.asarray(train)}
         res["kernel_loss"] = np.asarray(k_hist)
@@ -190,9 +199,10 @@ def run(size: str = "quick", *, seed: int = 0) -> Table:
                                                                        "MLP")),
                         "reported", None))
         ratio = t_kernel / t_mlp
-        rows.append(Row(f"{name}: training wall time, kernel {t_kernel:.1f} s "
-                        f"({cfg['kernel_steps']} ISM steps) / MLP {t_mlp:.1f} s "
-                        f"({cfg['mlp_steps']} DSM steps)", ratio,
+        rows.append(Row(f"{name}: training time after compilation, kernel {t_kernel:.1f} s "
+                        f"({cfg['kernel_steps']} ISM steps; compile {c_kernel:.1f} s) / MLP "
+                        f"{t_mlp:.1f} s ({cfg['mlp_steps']} DSM steps; compile {c_mlp:.1f} s)",
+                        ratio,
                         f"<= {TIME_FRACTION} (a small fraction)", ratio <= TIME_FRACTION))
     return Table("E9", size, tuple(rows), {"results": results})
 

@@ -15,8 +15,8 @@ def test_data_lies_on_its_manifold(name):
     data = e9._Data(name, jax.random.key(0))
     x = data.sample(jax.random.key(1), 64)
     dist = data.distance(x)
-    floor = 0.3 if name == "swiss roll 6-D" else 1e-3  # the 6-D variant has 0.1 noise
-    assert x.shape[0] == 64 and float(jnp.max(dist)) < floor
+    floor = 0.25 if name == "swiss roll 6-D" else 1e-3  # the 6-D variant has 0.1 noise
+    assert x.shape[0] == 64 and float(jnp.mean(dist)) < floor
     far = x + 0.5 * jnp.eye(x.shape[1])[0]
     assert float(jnp.mean(data.distance(far))) > float(jnp.mean(dist))
 
