@@ -38,3 +38,6 @@ def test_notebook_executes_at_quick_size(path, monkeypatch):
     client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
                                      resources={"metadata": {"path": str(path.parent)}})
     client.execute()
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                   for o in c.outputs if o.get("output_type") == "stream")
+    assert "size=quick" in text, "the notebook did not pick up MS_NOTEBOOK_SIZE=quick"
