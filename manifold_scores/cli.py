@@ -57,9 +57,9 @@ def demo() -> int:
     se = np.sqrt(np.asarray(weights) * (1 - np.asarray(weights)) / len(label))
     print("\n2. MoLRG, 3 subspaces of rank 2 in R^16, reverse SDE (Euler-Maruyama, 100 steps):")
     print(f"   distance to the union of subspaces: median {np.median(dist):.4f}")
-    print("   component   true weight   share of samples   (+- 2 s.e.)")
+    print("   component   true weight   share of samples   sampling s.e.")
     for k in range(3):
-        print(f"   {k:>9}   {float(weights[k]):11.3f}   {freq[k]:16.3f}   {2 * se[k]:.3f}")
+        print(f"   {k:>9}   {float(weights[k]):11.3f}   {freq[k]:16.3f}   {se[k]:13.3f}")
     ok = bool(np.all(np.abs(freq - np.asarray(weights)) < 4 * se + 0.01)) and \
         float(np.median(dist)) < 0.1
     print(f"\n{'recovered' if ok else 'NOT recovered'} in {time.perf_counter() - start:.1f} s. "
