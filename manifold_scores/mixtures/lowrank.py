@@ -145,9 +145,11 @@ def _lowrank_inputs(x, bases, log_weights, alpha, sigma, means, scales, variance
         v = jnp.ones((kk, r), dtype)
     alpha, sigma, tau2 = _check_noise(alpha, sigma, tau2)
     means = None if means is None else cast(means)
-    if centre is None:
-        centre = (jnp.zeros((d,), dtype) if means is None
-                  else jnp.dot(jax.nn.softmax(cast(log_weights)), means, precision=HIGHEST))
+    if centre is None and means is not None:
+        centre = jnp.dot(jax.nn.softmax(cast(log_weights)), means, precision=HIGHEST)
+    if centre is None:  # the origin, known statically (no shift is traced)
+        return (cast(x), cast(bases), cast(log_weights), cast(alpha), cast(sigma), means, v, tau2,
+                None)
     return (cast(x), cast(bases), cast(log_weights), cast(alpha), cast(sigma), means, v, tau2,
             cast(centre))
 
@@ -163,6 +165,8 @@ def lowrank_logits(x, bases, log_weights, alpha, sigma, *, means=None, scales=No
         x, bases, log_weights, alpha, sigma, means, scales, variances, noise_floor, centre)
     d = x.shape[0]
     a2, sig2 = alpha * alpha, sigma * sigma
+    if c is None:
+        c = jnp.zeros_like(x)
     z = jnp.broadcast_to(x - alpha * c, u.shape[:2])
     if mu is not None:
         z = z - alpha * (mu - c)
@@ -198,10 +202,12 @@ def lowrank(x, bases, log_weights, alpha, sigma, *, means=None, scales=None, var
         centre: optional ``c``, shape ``(d,)``: positions are shifted by it (the exact result
             does not change). Default: the weighted mean of ``means`` (the origin without means).
         chunk_size: components per streamed chunk (static); ``None`` means one chunk.
-        refine: per chunk, 1 recomputes ``z_perp`` directly for the best component, 0 never
-            (static). ``None``: 1 below 64-bit precision, 0 in float64.
+        refine: per chunk, 1 recomputes ``z_perp`` directly for the best component when the
+            bound below says it matters, 2 always, 0 never (static). ``None``: 1 below 64-bit
+            precision, 0 in float64.
         refine_tol: refinement runs (``lax.cond`` on unbatched values) only when the bound
-            ``eps * max|z|^2 / min e^2`` on the expansion's logit error exceeds this many nats.
+            ``eps * alpha^2 max_k (sum_j |v_kj| + max|mu - c|^2) / e_k^2`` on the expansion's
+            logit error exceeds this many nats.
 
     Returns:
         :class:`MixtureStats` with ``divergence`` (valid at ``sigma = 0``).
@@ -209,7 +215,7 @@ def lowrank(x, bases, log_weights, alpha, sigma, *, means=None, scales=None, var
     x, bases, log_weights, alpha, sigma, means, v, tau2, centre = _lowrank_inputs(
         x, bases, log_weights, alpha, sigma, means, scales, variances, noise_floor, centre)
     check_chunk_size(chunk_size)
-    if refine is not None and refine not in (0, 1):
+    if refine is not None and refine not in (0, 1, 2):
         raise ValueError(f"refine must be 0, 1 or None, got {refine!r}")
     return _lowrank(x, bases, log_weights, alpha, sigma, means, v, tau2, centre, chunk_size,
                     refine, refine_tol)
@@ -240,7 +246,7 @@ def lowrank_stats(acc: Acc, x, alpha, sigma, centre) -> MixtureStats:
     return MixtureStats(
         log_prob=acc.top + jnp.log(total),
         score=score,
-        mean=centre + mean,
+        mean=mean if centre is None else centre + mean,
         cov_trace=jnp.where(a2 > 0, noised, prior),
         divergence=-s.prec_trace / total + score_var,
     )
@@ -253,20 +259,25 @@ def lowrank_acc(x, bases, log_weights, alpha, sigma, means, v, tau2, centre, chu
     dtype = x.dtype
     if refine is None:
         refine = 0 if jnp.finfo(dtype).bits >= 64 else 1
+    refine = int(refine)
     a2 = alpha * alpha
     sig2 = sigma * sigma
-    xc = x - alpha * centre
+    xc = x if centre is None else x - alpha * centre
     x_sq = jnp.sum(xc * xc)
     has_means = means is not None
     log_2pi = d * math.log(2.0 * math.pi)
 
     if refine:
-        # unbatched bound on |z|^2 / e^2 for a typical point of any component
+        # Unbatched bound on the cancelling part of |z|^2 / e^2: the in-subspace spread and the
+        # means (|z_perp|^2 / e^2 ~ d carries only the unavoidable eps * d of any evaluation).
         e2_all = a2 * tau2 + sig2
-        z_scale = a2 * (jnp.sum(jnp.abs(v), -1) + d * tau2) + d * sig2
+        z_scale = a2 * jnp.sum(jnp.abs(v), -1)
         if has_means:
             z_scale = z_scale + a2 * jnp.max(jnp.sum(jnp.square(means - centre), -1))
         bound = jnp.finfo(dtype).eps * jnp.max(z_scale / e2_all)
+        # the second orthogonalisation pass fixes the score's in-subspace round-off, about
+        # eps |z| / |z_perp| relative; it runs when that exceeds refine_tol as well
+        needs_reorth = jnp.finfo(dtype).eps * jnp.sqrt(jnp.max(z_scale / (d * e2_all))) > refine_tol
         needs_refine = bound > refine_tol
 
     def chunk_fn(chunk):
@@ -306,44 +317,61 @@ def lowrank_acc(x, bases, log_weights, alpha, sigma, means, v, tau2, centre, chu
                 coef = jnp.concatenate([coef, mu_coef[:, None]], axis=1)
             return jnp.einsum("cdr,cr->d", ua, coef, precision=HIGHEST)  # one matmul under vmap
 
-        def sums(w, perp_sq, top=None):
+        logits = base_logits - 0.5 * perp_sq / e2
+        if refine:
+            # The cond holds only the refinement's extra work, so that the outputs a caller
+            # does not use (the mean, say) are still removed by XLA: nothing else is inside.
+            onehot = jnp.arange(logits.shape[0]) == jnp.argmax(logits)
+            if refine == 1:
+                onehot = onehot & needs_refine
+
+            def fit_top(p):
+                # z_t = x - alpha mu_t from the unshifted mean (no rounding of mu - c), then
+                # z_perp_t = z_t - U_t p_t directly for the best component t, and once more
+                # orthogonalised: q = U_t^T z_perp_t removes the in-subspace round-off of U_t p_t
+                # (Gram-Schmidt twice); the exact residual is z_perp_t - U_t q.
+                fit = jnp.einsum("cdr,cr->d", u, jnp.where(onehot[:, None], p, 0.0),
+                                 precision=HIGHEST)
+                if has_means:
+                    z_top = x - alpha * jnp.dot(onehot.astype(dtype), mu, precision=HIGHEST)
+                else:
+                    z_top = xc
+                z_perp = z_top - fit
+
+                def second_pass(z_perp):
+                    q = jnp.einsum("d,cdr->cr", z_perp, u, precision=HIGHEST)
+                    return jnp.where(onehot[:, None], q, 0.0)
+
+                q = (lax.cond(needs_reorth, second_pass, lambda z: jnp.zeros_like(p), z_perp)
+                     if refine == 1 else second_pass(z_perp))
+                return z_perp, q
+
+            def skip(p):
+                return jnp.zeros_like(xc), jnp.zeros_like(p)
+
+            z_perp_top, q_top = (lax.cond(needs_refine, fit_top, skip, p) if refine == 1
+                                 else fit_top(p))
+            exact_sq = jnp.sum(z_perp_top * z_perp_top) - jnp.sum(q_top * q_top)
+            perp_sq = jnp.where(onehot, jnp.maximum(exact_sq, 0.0), perp_sq)
+            logits = base_logits - 0.5 * perp_sq / e2
+
+        def sums(w):
             we = w / e2
             mean = back(w[:, None] * c_mean, w * sig2 / e2) + jnp.sum(we * alpha * t2) * xc
-            if top is None:
-                score = back(w[:, None] * c_score, alpha * we) - jnp.sum(we) * xc
-            else:
-                onehot, z_perp_top = top
+            if refine:
+                # the best component's score term -(z_perp_t - U q)/e^2 - U p/lam, exact
                 rest = jnp.where(onehot, 0.0, w)
-                coef = jnp.where(onehot[:, None], -p / lam, c_score)
+                coef = jnp.where(onehot[:, None], q_top / e2[:, None] - p / lam, c_score)
                 w_top = jnp.sum(jnp.where(onehot, we, 0.0))
                 score = (back(w[:, None] * coef, alpha * rest / e2) - jnp.sum(rest / e2) * xc
                          - w_top * z_perp_top)
+            else:
+                score = back(w[:, None] * c_score, alpha * we) - jnp.sum(we) * xc
             score_sq = w @ (perp_sq / (e2 * e2) + in_sq)
             mean_sq = w @ mu_sq if has_means else 0.0 * jnp.sum(w)
             return _Sums(jnp.sum(w), score, score_sq, w @ prec_tr, mean, w @ within, mean_sq)
 
-        def plain(perp_sq):
-            return reduce_chunk(base_logits - 0.5 * perp_sq / e2, lambda w: sums(w, perp_sq))
-
-        def refined(perp_sq):
-            logits = base_logits - 0.5 * perp_sq / e2
-            onehot = jnp.arange(logits.shape[0]) == jnp.argmax(logits)
-            # z_t = x - alpha mu_t from the unshifted mean (no rounding of mu - c), then
-            # z_perp_t = z_t - U_t p_t directly for the best component t
-            fit = jnp.einsum("cdr,cr->d", u, jnp.where(onehot[:, None], p, 0.0),
-                             precision=HIGHEST)
-            if has_means:
-                z_top = x - alpha * jnp.dot(onehot.astype(dtype), mu, precision=HIGHEST)
-            else:
-                z_top = xc
-            z_perp_top = z_top - fit
-            perp_sq = jnp.where(onehot, jnp.sum(z_perp_top * z_perp_top), perp_sq)
-            return reduce_chunk(base_logits - 0.5 * perp_sq / e2,
-                                lambda w: sums(w, perp_sq, (onehot, z_perp_top)))
-
-        if not refine:
-            return plain(perp_sq)
-        return lax.cond(needs_refine, refined, plain, perp_sq)
+        return reduce_chunk(logits, sums)
 
     arrays = (bases, log_weights, v, tau2) + ((means,) if has_means else ())
     return stream(chunk_fn, arrays, chunk_size)

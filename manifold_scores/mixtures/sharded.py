@@ -136,11 +136,15 @@ def lowrank_sharded(xs, bases, log_weights, alpha, sigma, *, mesh: jax.sharding.
     check_chunk_size(chunk_size)
     _check_mesh(mesh, components_axis, batch_axis)
     has_means = mu is not None
+    has_centre = centre is not None
+    if not has_centre:  # the origin: a placeholder travels, the kernel sees None
+        centre = jnp.zeros((), u.dtype)
     arrays = (u, lw, v, tau2) + ((mu,) if has_means else ())
     fill = (0.0, -jnp.inf, 1.0, 1.0) + ((0.0,) if has_means else ())
     arrays = _pad(arrays, fill, mesh.shape[components_axis])
 
     def local(xs_local, alpha, sigma, centre, *arrs):
+        centre = centre if has_centre else None
         u, lw, v, tau2 = arrs[:4]
         mu = arrs[4] if has_means else None
         acc = jax.vmap(lowrank_acc, (0,) + (None,) * 11)(
