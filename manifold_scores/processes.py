@@ -250,13 +250,13 @@ class CosineVP(Process):
         return self.s / (1.0 + self.s) * (0.5 * math.pi)
 
     def alpha(self, t):
-        return jnp.sin(self._phi(t)) / math.cos(self._theta0())
+        return jnp.sin(self._phi(t)) / jnp.cos(self._theta0())
 
     def sigma(self, t):
         # 1 - alpha^2 = (cos^2 th0 - cos^2 th) / cos^2 th0
         #             = sin(th - th0) sin(th + th0) / cos^2 th0, accurate as alpha -> 1.
         th, th0 = self._theta(t), self._theta0()
-        return jnp.sqrt(jnp.sin(th - th0) * jnp.sin(th + th0)) / math.cos(th0)
+        return jnp.sqrt(jnp.sin(th - th0) * jnp.sin(th + th0)) / jnp.cos(th0)
 
     def drift(self, t):
         # tan(theta) = 1 / tan(phi)
@@ -268,7 +268,7 @@ class CosineVP(Process):
     def _t_from(self, alpha, sigma):
         # cos(theta) = alpha cos(th0); sin(theta)^2 = sin^2 th0 + sigma^2 cos^2 th0: both sides
         # accurate, so atan2 is well conditioned at either end of the interval.
-        c0, s0 = math.cos(self._theta0()), math.sin(self._theta0())
+        c0, s0 = jnp.cos(self._theta0()), jnp.sin(self._theta0())
         th = jnp.arctan2(jnp.sqrt(s0 * s0 + jnp.square(sigma) * c0 * c0), alpha * c0)
         return th * (1.0 + self.s) / (0.5 * math.pi) - self.s
 
