@@ -9,7 +9,7 @@ Example:
     >>> from manifold_scores.experiments import Row, Table
     >>> t = Table("EX", "quick", (Row("slope is 2", 2.01, "2 +- 0.2", True),))
     >>> t.ok, t.rows[0].measured_text
-    (True, '2.01')
+    (True, '2.010')
 """
 
 from __future__ import annotations
