@@ -24,8 +24,8 @@ level, while a reverse SDE uses the score at every level on its way:
 Expected: distance -> 0 iff g < 2 under both; TV -> 0 iff g < 0 under *target*. Under *path*
 the reverse SDE freezes the tangential law at sigma ~ 1 (its tangential motion below level sigma
 is O(sigma^2)), so the O(c) errors made at sigma ~ 1 leave a TV floor for every g: that row is
-shown, not asserted. Differs from the paper: a toy circle and exact scores with injected errors
-(the paper has no such simulation for Theorem 4.1 beyond its large-model experiments).
+shown, not asserted. Differs from the paper: a toy circle and exact scores with injected errors,
+not learned models.
 """
 
 from __future__ import annotations
