@@ -169,6 +169,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"load average at start {', '.join(f'{x:.2f}' for x in env['loadavg'])}, at end "
         f"{', '.join(f'{x:.2f}' for x in result.get('loadavg_end', []))}; {env['time']}; "
         f"total {result.get('total_s', 0):.0f} s.")
+    size_flag = {"quick": " --quick", "full": ""}.get(result["size"], f" --size {result['size']}")
+    lines += ["", f"Reproduce: `pip install -e '.[bench]' && python -m benchmarks{size_flag}`. "
+              + ("No GPU was available for this run: all times are CPU times. "
+                 if not env.get("gpu") else "")]
     lines += ["", "Times are medians over alternating rounds after compilation; IQR is q3 - q1. "
               "`time / reference` is the per-round ratio (median [q1, q3]): above 1 the "
               "reference (the library's implementation, first row of a case) is faster. "
