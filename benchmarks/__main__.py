@@ -45,8 +45,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"),
                         help="output folder ('' to write nothing)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                        help="merge the results of runs of disjoint families (e.g. run in "
+                             "parallel processes) from these folders into --out")
     args = parser.parse_args(argv)
     size = args.size or ("quick" if args.quick else "full")
+    if args.merge:
+        return _merge(args, size)
     only = [f.strip() for f in args.only.split(",") if f.strip()]
     bad = [f for f in only if f not in FAMILIES]
     if bad:
@@ -122,6 +127,28 @@ def _write(args, size, only, env, results, skipped, timings, t0, partial):
                 fh.write(text)
     return result
     return result
+
+
+def _merge(args, size) -> dict:
+    parts = []
+    for folder in args.merge:
+        with open(os.path.join(folder, f"bench_{size}.json")) as fh:
+            parts.append(json.load(fh))
+    first = parts[0]
+    env = dict(first["environment"])
+    env["loadavg"] = first["environment"]["loadavg"]
+    env["merged_from"] = [{"families": p["families"], "environment": p["environment"],
+                           "total_s": p["total_s"]} for p in parts]
+    results, skipped, timings, only = [], {}, {}, []
+    for p in parts:
+        results += p["results"]
+        skipped.update(p["skipped"])
+        timings.update(p["family_seconds"])
+        only += p["families"]
+    only = [f for f in FAMILIES if f in only]
+    t0 = time.perf_counter() - max(p["total_s"] for p in parts)
+    complete = all(p.get("complete", True) for p in parts)
+    return _write(args, size, only, env, results, skipped, timings, t0, partial=not complete)
 
 
 def _json_default(obj):
