@@ -96,6 +96,7 @@ class KernelParams:
     process: Any = static_field(default=None)
     chunk_size: int | None = static_field(default=1024)
     target: str = static_field(default="score")
+    scale: float = static_field(default=1.0)
 
     @property
     def dim(self) -> int:
@@ -122,6 +123,9 @@ def init(key, centres, *, rank: int | None = None, kind: str = "mlp", eps: float
         eps: the isotropic precision floor (``Gamma >= eps I``), static.
         init_scale: initial ``L`` is ``init_scale`` times the first ``q`` columns of ``I``, so
             the initial kernel has standard deviation ``1 / sqrt(init_scale^2 + eps)`` there.
+            The MLP's output is multiplied by it (``L = init_scale * MLP(z)``, the MLP starting
+            near ``[I_q; 0]``), so that training learns relative changes whatever the scale;
+            a good value is the inverse of the best isotropic KDE bandwidth.
         width, depth: the MLP's (depth counts the output layer).
         learn_centres: let gradients move the centres (otherwise they are held fixed).
         process: turns ``t`` into ``(alpha, sigma)`` in :func:`apply`.
@@ -141,14 +145,15 @@ def init(key, centres, *, rank: int | None = None, kind: str = "mlp", eps: float
     dtype = centres.dtype
     base = init_scale * jnp.eye(d, q, dtype=dtype)
     if kind == "mlp":
-        net = FactorNet(d * q, width, depth, bias_init=lambda *_: base.reshape(-1))
+        eye = jnp.eye(d, q, dtype=dtype).reshape(-1)
+        net = FactorNet(d * q, width, depth, bias_init=lambda *_: eye)
         factor = net.init(key, centres[0])
     else:
         factor = base + 1e-2 * init_scale * jax.random.normal(key, (n, d, q), dtype)
         if full:
             factor = jnp.tril(factor)
     return KernelParams(centres, factor, q, full, kind, float(eps), learn_centres, width, depth,
-                        process, chunk_size)
+                        process, chunk_size, "score", float(init_scale) if kind == "mlp" else 1.0)
 
 
 def _mask(params, lmat):
@@ -159,7 +164,8 @@ def _factors_of(params: KernelParams, factor, z):
     """``L`` for the centres ``z`` (``(c, d)``) given the factor leaf (or its chunk)."""
     d, q = params.dim, params.rank
     if params.kind == "mlp":
-        lmat = jax.vmap(lambda zi: params.net().apply(factor, zi))(z).reshape(-1, d, q)
+        lmat = params.scale * jax.vmap(lambda zi: params.net().apply(factor, zi))(z).reshape(
+            -1, d, q)
     else:
         lmat = factor
     return _mask(params, lmat)

@@ -7,6 +7,8 @@ and ``jax.hessian``: an independent algorithm (no Woodbury identities, no stream
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -108,8 +110,7 @@ def test_gradient_of_ism_matches_dense(x64):
 def test_ism_through_losses_and_autodiff_divergence(x64):
     import manifold_scores as ms
     p = _params(None, "mlp", chunk=10)
-    p = kernel.KernelParams(p.centres, p.factor, p.rank, p.full, p.kind, p.eps, p.learn_centres,
-                            p.width, p.depth, ms.VP(), p.chunk_size)
+    p = dataclasses.replace(p, process=ms.VP())
     xs = jax.random.normal(jax.random.key(5), (5, 5))
     closed = jax.jit(lambda pp, x: losses.ism(None, kernel.apply, pp, x, 0.0,
                                               divergence=kernel.score_and_divergence))(p, xs)
