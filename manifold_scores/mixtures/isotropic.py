@@ -177,55 +177,57 @@ def isotropic_acc(x, points, log_weights, alpha, sigma, centre, chunk_size, refi
     xc = x - alpha * centre
     x_sq = jnp.sum(xc * xc)
 
-    def sums_fn(y, w, w_top=None, y_top=None, diff_top=None, dist_top=None, y_sq_top=None):
-        mean = jnp.dot(w, y, precision=HIGHEST)
-        total = jnp.sum(w)
-        delta = alpha * mean - total * xc
-        if w_top is not None:
-            mean = mean + jnp.dot(w_top, y_top, precision=HIGHEST)
-            delta = delta + jnp.dot(w_top, diff_top, precision=HIGHEST)
-            total = total + jnp.sum(w_top)
-        return mean, total, delta
-
-    def plain(y, lw_c, y_sq, dist_sq, y_orig):
-        del y_orig
-        def sums(w):
-            mean, total, delta = sums_fn(y, w)
-            return _Sums(total, mean, delta, w @ dist_sq, w @ y_sq)
-
-        return reduce_chunk(lw_c - dist_sq * inv_two_var, sums)
-
-    def refined(y, lw_c, y_sq, dist_sq, y_orig, k):
-        _, idx = lax.top_k(lw_c - dist_sq * inv_two_var, k)
-        y_top_orig = y_orig[idx]
-        # exact differences for the candidates that matter, from the unshifted points (exact
-        # for nearby points at alpha = 1, where y - c would round)
-        diff_top = alpha * y_top_orig - x
-        y_top = y_top_orig - centre
-        dist_sq = dist_sq.at[idx].set(jnp.sum(diff_top * diff_top, axis=-1))
-
-        def sums(w):
-            w_top, w_rest = w[idx], w.at[idx].set(0.0)
-            mean, total, delta = sums_fn(y, w_rest, w_top, y_top, diff_top)
-            return _Sums(total, mean, delta, w @ dist_sq, w @ y_sq)
-
-        return reduce_chunk(lw_c - dist_sq * inv_two_var, sums)
-
     if refine > 0:
         # Decided from unbatched values, so under vmap over x this stays a real branch.
         y_max_sq = jnp.max(jnp.sum(jnp.square(points - centre), axis=-1))
         needs_refine = eps * alpha * alpha * y_max_sq * inv_two_var * 2.0 > refine_tol
 
-    def chunk_fn(chunk):
+    def chunk_fn(chunk, refining):
         y_orig, lw_c = chunk
+        size = y_orig.shape[0]
         y = y_orig - centre
         y_sq = jnp.sum(y * y, axis=-1)
         xy = jnp.dot(y, xc, precision=HIGHEST)
         dist_sq = jnp.maximum(x_sq - 2.0 * alpha * xy + alpha * alpha * y_sq, 0.0)
-        k = min(int(refine), y.shape[0])
+        logits = lw_c - dist_sq * inv_two_var
+        k = min(int(refine), size) if refining else 0
         if k == 0:
-            return plain(y, lw_c, y_sq, dist_sq, y_orig)
-        return lax.cond(needs_refine, functools.partial(refined, k=k), plain,
-                        y, lw_c, y_sq, dist_sq, y_orig)
+            def sums(w):
+                total = jnp.sum(w)
+                mean = jnp.dot(w, y, precision=HIGHEST)
+                return _Sums(total, mean, alpha * mean - total * xc, w @ dist_sq, w @ y_sq)
 
-    return stream(chunk_fn, (points, log_weights), chunk_size)
+            return reduce_chunk(logits, sums)
+
+        _, idx = lax.top_k(logits, k)
+        y_top_orig = y_orig[idx]
+        # exact differences from the unshifted points (exact for nearby points at alpha = 1,
+        # where y - c would round)
+        diff_top = alpha * y_top_orig - x
+        y_top = y_top_orig - centre
+        dist_top = jnp.sum(diff_top * diff_top, axis=-1)
+        l_top = lw_c[idx] - dist_top * inv_two_var
+        rest = logits.at[idx].set(-jnp.inf)  # the shortlisted, out of the rest
+        both = jnp.concatenate([rest, l_top])
+
+        def sums(w_both):
+            w, w_top = w_both[:size], w_both[size:]
+            total = jnp.sum(w_both)
+            mean_rest = jnp.dot(w, y, precision=HIGHEST)
+            mean = mean_rest + jnp.dot(w_top, y_top, precision=HIGHEST)
+            delta = (alpha * mean_rest - jnp.sum(w) * xc
+                     + jnp.dot(w_top, diff_top, precision=HIGHEST))
+            y_sq_top = jnp.sum(y_top * y_top, axis=-1)
+            return _Sums(total, mean, delta, w @ dist_sq + w_top @ dist_top,
+                         w @ y_sq + w_top @ y_sq_top)
+
+        return reduce_chunk(both, sums)
+
+    arrays = (points, log_weights)
+    if refine == 0:
+        return stream(functools.partial(chunk_fn, refining=False), arrays, chunk_size)
+    # One cond around the whole stream: large-sigma calls run the plain scan, untouched.
+    return lax.cond(needs_refine,
+                    lambda a: stream(functools.partial(chunk_fn, refining=True), a, chunk_size),
+                    lambda a: stream(functools.partial(chunk_fn, refining=False), a, chunk_size),
+                    arrays)
