@@ -15,7 +15,7 @@ from manifold_scores import losses, training
 from manifold_scores.models import mlp
 
 
-def _train_and_measure(dim, rank, k, n, steps, width, sigmas, batch=256):
+def _train_and_measure(dim, rank, k, n, steps, width, sigmas, batch=256, lr=3e-3):
     mix = ms.MoLRG.random(jax.random.key(0), dim=dim, rank=rank, num_components=k)
     proc = ms.EDM(sigma_min=0.05, sigma_max=2.0)
     x0 = mix.sample(jax.random.key(1), n)
@@ -24,7 +24,7 @@ def _train_and_measure(dim, rank, k, n, steps, width, sigmas, batch=256):
     def loss(p, key, b):
         return losses.dsm(key, mlp.apply, p, b, proc, weighting="edm", time_sampler="edm")
 
-    state = training.init_state(p, optax.adam(optax.cosine_decay_schedule(3e-3, steps)))
+    state = training.init_state(p, optax.adam(optax.cosine_decay_schedule(lr, steps)))
     state, _ = training.fit(jax.random.key(3), state, loss, x0, steps=steps, batch_size=batch,
                             progress=False)
     score = ms.models.bind(mlp.apply, state.params)
@@ -47,9 +47,13 @@ def test_mlp_learns_the_score_small():
 
 @pytest.mark.slow
 def test_mlp_learns_the_molrg_score():
-    """d = 16, K = 2, r = 2: relative score error below 0.1 for sigma in [0.1, 1]."""
+    """d = 16, K = 2, r = 2: relative score error below 0.1 for sigma in [0.1, 1].
+
+    Measured (5000 Adam steps, batch 512, 50k samples): 0.075, 0.075, 0.069, 0.057, 0.046, 0.032
+    at sigma = 0.1, 0.2, 0.3, 0.5, 0.7, 1.
+    """
     sigmas = [0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
-    errs = _train_and_measure(16, 2, 2, 50_000, 3000, 128, sigmas, batch=512)
+    errs = _train_and_measure(16, 2, 2, 50_000, 5000, 128, sigmas, batch=512, lr=2e-3)
     print("sigma, relative score error:", [(s, round(e, 4)) for s, e in zip(sigmas, errs,
                                                                              strict=True)])
     assert max(errs) < 0.1, errs
