@@ -342,12 +342,13 @@ def lowrank_acc(x, bases, log_weights, alpha, sigma, means, v, tau2, centre, chu
                     q = jnp.einsum("d,cdr->cr", z_perp, u, precision=HIGHEST)
                     return jnp.where(onehot[:, None], q, 0.0)
 
-                q = (lax.cond(needs_reorth, second_pass, lambda z: jnp.zeros_like(p), z_perp)
+                q = (lax.cond(needs_reorth, second_pass, lambda z: 0.0 * p, z_perp)
                      if refine == 1 else second_pass(z_perp))
                 return z_perp, q
 
             def skip(p):
-                return jnp.zeros_like(xc), jnp.zeros_like(p)
+                # zeros derived from p so that, inside shard_map, they vary like fit_top's
+                return 0.0 * p[0, 0] * xc, 0.0 * p
 
             z_perp_top, q_top = (lax.cond(needs_refine, fit_top, skip, p) if refine == 1
                                  else fit_top(p))

@@ -54,6 +54,15 @@ SCRIPT = textwrap.dedent("""
                 g, e = np.asarray(getattr(got, f)), np.asarray(getattr(ref, f))
                 err = np.max(np.abs(g - e)) / max(np.max(np.abs(e)), 1e-300)
                 assert err < 1e-6, (f, a, s, err)
+    # float32 at small sigma: the refinement's cond runs inside shard_map
+    u32, lw32, q32 = u.astype(jnp.float32), lwk.astype(jnp.float32), qs.astype(jnp.float32)
+    ref = jax.vmap(lambda q: mixtures.lowrank(q, u32, lw32, 1.0, 1e-3))(q32)
+    got = mixtures.lowrank_sharded(q32, u32, lw32, 1.0, 1e-3, mesh=Mesh(devices, ("k",)),
+                                   components_axis="k", chunk_size=1)
+    assert got.score.dtype == jnp.float32
+    err = np.max(np.linalg.norm(np.asarray(got.score, np.float64) - np.asarray(ref.score), axis=1)
+                 / np.linalg.norm(np.asarray(ref.score, np.float64), axis=1))
+    assert err < 1e-5, err
     print("ok")
 """)
 
