@@ -1,4 +1,5 @@
-"""Mixture of low-rank Gaussians (MoLRG), seed 004 (Wang, Zhang et al., arXiv 2409.02426).
+"""Mixture of low-rank Gaussians (MoLRG): the data model of Wang, Zhang et al., "Diffusion
+Models Learn Low-Dimensional Distributions via Subspace Clustering", arXiv 2409.02426.
 
 ``X = mu_k + U_k (s_k * a) + tau xi`` with ``k ~ pi``, ``a ~ N(0, I_r)``, ``xi ~ N(0, I_d)`` and
 ``U_k`` a ``(d, r)`` orthonormal basis. The plain model of the paper has ``mu = 0``, ``s = 1`` and
@@ -95,7 +96,7 @@ class MoLRG(Density):
         """Random bases: Haar-distributed (``jnp.linalg.qr`` of a Gaussian matrix).
 
         With ``orthogonal=True`` the subspaces are mutually orthogonal (needs
-        ``num_components * rank <= dim``), as in seed 004's analysis; otherwise independent.
+        ``num_components * rank <= dim``), as in the paper's analysis; otherwise independent.
         """
         if min(dim, rank, num_components) < 1:
             raise ValueError("dim, rank and num_components must be positive")
