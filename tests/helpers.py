@@ -8,6 +8,7 @@ round-off of the large ones, and how much depends on how the compiler vectorises
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 __all__ = [
     "assert_geometry_and_rate_separation",
@@ -19,7 +20,24 @@ __all__ = [
     "histogram_tv",
     "quadrature_log_prob",
     "rel_err",
+    "slow_except",
 ]
+
+
+def slow_except(values, fast, ids=None) -> list:
+    """Parameters for ``pytest.mark.parametrize``: those in ``fast`` run in the fast suite.
+
+    The others carry the ``slow`` mark (CI runs them too): one representative per concept keeps
+    the README's test command quick, the full sweep still runs. ``fast`` holds values (or ids,
+    when ``ids`` is given); tuples are unpacked for multi-argument parametrisations.
+    """
+    out = []
+    for i, v in enumerate(values):
+        key = v if ids is None else ids[i]
+        marks = () if key in fast else (pytest.mark.slow,)
+        args = v if isinstance(v, tuple) else (v,)
+        out.append(pytest.param(*args, marks=marks, id=None if ids is None else ids[i]))
+    return out
 
 
 def rel_err(got, ref, axis=-1) -> float:

@@ -19,6 +19,7 @@ def _rows(case):
     return {row["impl"]: row for row in case["rows"]}
 
 
+@pytest.mark.slow
 def test_isotropic_baselines_agree_with_kernel(monkeypatch):
     # the naive baseline timed on half of the batch, its time scaled by 2
     monkeypatch.setattr(isotropic, "NAIVE_ELEMS", 4 * 300 * 6)

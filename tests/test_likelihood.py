@@ -11,6 +11,7 @@ import pytest
 
 import manifold_scores as ms
 from manifold_scores import likelihood
+from tests.helpers import slow_except
 
 
 def _setup(proc, t_min, n=8):
@@ -23,7 +24,7 @@ def _setup(proc, t_min, n=8):
     return mix, x, exact
 
 
-@pytest.mark.parametrize("divergence", ["exact", "closed_form"])
+@pytest.mark.parametrize("divergence", slow_except(["exact", "closed_form"], ["closed_form"]))
 def test_log_prob_matches_exact_molrg(x64, divergence):
     proc, t_min = ms.VP(), 1e-3
     mix, x, exact = _setup(proc, t_min)
@@ -34,7 +35,7 @@ def test_log_prob_matches_exact_molrg(x64, divergence):
 
 
 @pytest.mark.parametrize("proc", [
-    ms.VE(),
+    pytest.param(ms.VE(), marks=pytest.mark.slow),
     pytest.param(ms.CosineVP(), marks=pytest.mark.slow),
     pytest.param(ms.EDM(), marks=pytest.mark.slow),
     pytest.param(ms.Flow(), marks=pytest.mark.slow),
@@ -50,6 +51,7 @@ def test_log_prob_other_processes(x64, proc):
     assert float(jnp.max(jnp.abs(est - exact))) < 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("probe", ["gaussian", "rademacher"])
 def test_hutchinson_unbiased(x64, probe):
     proc, t_min = ms.VP(), 1e-3
@@ -68,6 +70,7 @@ def test_hutchinson_unbiased(x64, probe):
     assert abs(float(reference) - float(exact[0])) < 1e-3
 
 
+@pytest.mark.slow
 def test_log_prob_gradient_is_the_score(x64):
     proc, t_min = ms.VP(), 0.05
     mix, x, _ = _setup(proc, t_min, n=1)
@@ -76,6 +79,7 @@ def test_log_prob_gradient_is_the_score(x64):
     np.testing.assert_allclose(grad, score(x[0], t_min), rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_float32_runs():
     proc = ms.VP()
     mix, x, exact = _setup(proc, 1e-2, n=1)

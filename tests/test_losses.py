@@ -18,6 +18,7 @@ import pytest
 import manifold_scores as ms
 from manifold_scores import losses
 from manifold_scores.scores import convert
+from tests.helpers import slow_except
 
 
 def _se(values):
@@ -83,6 +84,7 @@ def test_exact_score_minimises_ism(setup):
         assert abs(float(diff.mean() - half_err.mean())) < 3 * _se(diff - half_err)
 
 
+@pytest.mark.slow
 def test_hutchinson_is_unbiased(setup):
     mix, _, x0 = setup
     xt = x0[:200] + 0.5 * jax.random.normal(jax.random.key(6), (200, 8), x0.dtype)
@@ -111,7 +113,8 @@ def test_targets_agree_on_the_same_draws(setup):
         np.testing.assert_allclose(vals[target], vals["score"], rtol=1e-8)
 
 
-@pytest.mark.parametrize("name", ["sigma2", "likelihood", "edm", "min_snr", "uniform"])
+@pytest.mark.parametrize("name", slow_except(["sigma2", "likelihood", "edm", "min_snr", "uniform"],
+                                              ["likelihood", "edm", "min_snr", "uniform"]))
 def test_weightings_differ_by_the_documented_ratio(x64, name):
     proc = ms.VP()
     x0 = jax.random.normal(jax.random.key(9), (300, 3), jnp.float64)
@@ -149,6 +152,7 @@ def test_time_samplers(x64):
     np.testing.assert_allclose(t, 0.3)
 
 
+@pytest.mark.slow
 def test_fixed_sigma_dsm(x64):
     mix = ms.MoLRG.random(jax.random.key(0), dim=6, rank=2, num_components=2)
     proc = ms.EDM()
@@ -167,6 +171,7 @@ def test_fixed_sigma_dsm(x64):
                                antithetic=True)
 
 
+@pytest.mark.parametrize("dtype", slow_except(["float32", "float64"], ["float32"]), indirect=True)
 def test_gradients_flow_and_dtype(dtype):
     x0 = jax.random.normal(jax.random.key(0), (64, 3), dtype)
     apply = lambda p, x, t: -p * x

@@ -18,6 +18,7 @@ import pytest
 
 import manifold_scores as ms
 from manifold_scores import metrics
+from tests.helpers import slow_except
 
 
 def _mmd_reference(x, y, hs):
@@ -38,6 +39,7 @@ def _mmd_reference(x, y, hs):
     return sxx / (n * (n - 1)) + syy / (m * (m - 1)) - 2 * k(x, y).mean()
 
 
+@pytest.mark.parametrize("dtype", slow_except(["float32", "float64"], ["float32"]), indirect=True)
 def test_mmd_matches_explicit_double_sum(dtype):
     x = jax.random.normal(jax.random.key(0), (37, 3))
     y = 0.5 + 1.3 * jax.random.normal(jax.random.key(1), (29, 3))
@@ -115,6 +117,7 @@ def test_subspace_recovery_brute_force_and_invariances(x64):
     assert perturbed.max_error == pytest.approx(res.max_error, abs=1e-12)
 
 
+@pytest.mark.parametrize("dtype", slow_except(["float32", "float64"], ["float64"]), indirect=True)
 def test_nearest_distances_and_memorisation_chunked(dtype):
     train = jax.random.normal(jax.random.key(0), (53, 4))
     near = train[:7] + 1e-3 * jax.random.normal(jax.random.key(1), (7, 4))

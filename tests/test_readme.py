@@ -3,7 +3,10 @@
 import pathlib
 import re
 
+import pytest
 
+
+@pytest.mark.slow
 def test_readme_tour_runs():
     text = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)

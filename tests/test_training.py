@@ -42,6 +42,7 @@ def test_step_is_pure_and_compiled_once():
     assert int(s1.step) == 1
 
 
+@pytest.mark.slow
 def test_post_update_keeps_bases_orthonormal():
     mix = ms.MoLRG.random(jax.random.key(0), dim=8, rank=2, num_components=2)
     x0 = mix.sample(jax.random.key(1), 64)

@@ -8,7 +8,7 @@ import pytest
 import manifold_scores as ms
 from manifold_scores import mixtures, scores
 from manifold_scores.testing import naive_isotropic_stats
-from tests.helpers import assert_rel_close
+from tests.helpers import assert_rel_close, slow_except
 
 DIM = 6
 
@@ -24,9 +24,10 @@ def _densities():
     }
 
 
-@pytest.mark.parametrize("name", ["molrg", "molrg_general", "empirical"])
-@pytest.mark.parametrize("method", ["log_prob", "score", "denoise", "score_divergence",
-                                    "posterior_weights"])
+@pytest.mark.parametrize("name", slow_except(["molrg", "molrg_general", "empirical"],
+                                              ["molrg", "empirical"]))
+@pytest.mark.parametrize("method", slow_except(["log_prob", "score", "denoise", "score_divergence",
+                                                 "posterior_weights"], ["score"]))
 def test_jit_vmap_grad_compose(name, method):
     density = _densities()[name]
     xs = jax.random.normal(jax.random.key(1), (4, DIM))
@@ -45,6 +46,7 @@ def test_jit_vmap_grad_compose(name, method):
     assert np.all(np.isfinite(np.asarray(gx))) and np.all(np.isfinite(np.asarray(gs)))
 
 
+@pytest.mark.slow
 def test_grad_with_respect_to_density_parameters():
     """Densities are PyTrees: gradients flow into their array fields (e.g. points)."""
     emp = _densities()["empirical"]

@@ -25,7 +25,12 @@ __all__ = ["Density"]
 
 
 def _checked_sample(sample):
-    """Wrap a subclass's ``sample(key, n)`` so that ``n`` is validated first."""
+    """Wrap a subclass's ``sample(key, n)``: ``n`` is validated, then the sampler is compiled.
+
+    Compiled once per density structure and ``n`` (``n`` static): run eagerly, the vmapped
+    sampler would dispatch (and compile) every primitive on its own, seconds per new ``n``.
+    """
+    compiled = jax.jit(sample, static_argnums=(2,))
 
     @functools.wraps(sample)
     def wrapper(self, key, n, *args, **kwargs):
@@ -35,7 +40,9 @@ def _checked_sample(sample):
             raise ValueError(f"n must be a non-negative integer, got {n!r}") from None
         if n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n}")
-        return sample(self, key, n, *args, **kwargs)
+        if args or kwargs:
+            return sample(self, key, n, *args, **kwargs)
+        return compiled(self, key, n)
 
     return wrapper
 
@@ -44,7 +51,8 @@ class Density:
     """Base class: subclasses define ``dim`` and either :meth:`stats` or all four methods.
 
     Every subclass's ``sample(key, n)`` is wrapped so that ``n`` must be a non-negative integer
-    (a ``ValueError`` naming ``n``, instead of a shape error deep inside XLA).
+    (a ``ValueError`` naming ``n``, instead of a shape error deep inside XLA) and runs compiled
+    (``jax.jit`` with ``n`` static; the density is a PyTree argument).
     """
 
     def __init_subclass__(cls, **kwargs):

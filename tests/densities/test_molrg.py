@@ -8,6 +8,7 @@ import pytest
 import manifold_scores as ms
 from manifold_scores.mixtures import MixtureStats
 from manifold_scores.testing import dense_mixture_stats, molrg_dense_parts
+from tests.helpers import slow_except
 
 SIGMAS_VE = np.array([1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0])
 SIGMAS_VP = np.array([1e-4, 1e-3, 1e-2, 1e-1, 0.5, 0.9])
@@ -63,7 +64,7 @@ def _evaluate(mix, alphas, sigmas, key):
     return st, grad, ref
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", slow_except(range(6), [3]))
 def test_score_grad_and_dense_reference(x64, seed):
     """Random K in 1..5, r in 1..8, d in r+1..128; sigma 1e-4..1e2 from VE and VP."""
     mix = _random_mix(seed)
@@ -82,7 +83,7 @@ def test_score_grad_and_dense_reference(x64, seed):
     assert np.all(ct_err < 1e3 * tol), ct_err.max()
 
 
-@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("seed", slow_except(range(2), [0]))
 def test_generalised_components_against_dense(x64, seed):
     """Means, per-direction scales and a noise floor."""
     k, r, d, rng = _random_config(50 + seed)
@@ -119,6 +120,7 @@ def test_tweedie_and_closed_form_logits(x64):
     np.testing.assert_allclose(mix.denoise(x, a, s), posterior_mean, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_float32_stays_finite_and_close(key):
     mix = ms.MoLRG.random(key, dim=64, rank=4, num_components=3)
     x = mix.sample(jax.random.key(2), 16)
@@ -158,6 +160,7 @@ def test_sampling_moments(key):
     assert np.all(np.abs(emp - cov) < 5 * se_cov)
 
 
+@pytest.mark.slow
 def test_sample_independent_of_batch_size(key):
     mix = ms.MoLRG.random(key, dim=8, rank=2, num_components=2)
     a = mix.sample(jax.random.key(3), 5)

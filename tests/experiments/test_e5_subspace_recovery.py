@@ -21,6 +21,7 @@ def test_k_subspaces_recovers_orthogonal_subspaces():
     assert ms.metrics.subspace_recovery(u, mix.bases).max_error < 1e-4
 
 
+@pytest.mark.slow
 def test_zero_padding_leaves_pca_and_k_subspaces_unchanged():
     mix = ms.MoLRG.random(jax.random.key(3), dim=16, rank=2, num_components=2)
     x, _ = e5._data(jax.random.key(4), mix.bases, 5)

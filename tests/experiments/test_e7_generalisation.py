@@ -30,6 +30,7 @@ def test_padded_batches_draw_valid_rows_only():
     assert bool(jnp.all(rows == 1.0))
 
 
+@pytest.mark.slow
 def test_vmapped_mlps_train_and_sample():
     """Two tiny denoisers (one per padded set) train to finite losses and sample; the Heun
     sampler with the exact denoiser of N(0, I) follows the exact PF-ODE flow."""

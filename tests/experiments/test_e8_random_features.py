@@ -16,6 +16,7 @@ from manifold_scores.models import random_features as rf
 from tests.helpers import assert_rel_close
 
 
+@pytest.mark.slow
 def test_ridge_path_matches_fit_ridge(x64):
     proc = ms.EDM()
     params = rf.init(jax.random.key(0), 6, 32, proc)

@@ -9,7 +9,7 @@ import pytest
 import manifold_scores as ms
 from manifold_scores import mixtures
 from manifold_scores.testing import naive_isotropic_stats
-from tests.helpers import rel_err
+from tests.helpers import rel_err, slow_except
 
 
 def _circle_points(n, d, seed=0, dtype=np.float64):
@@ -20,6 +20,7 @@ def _circle_points(n, d, seed=0, dtype=np.float64):
     return (np.stack([np.cos(th), np.sin(th)], 1) @ frame.T).astype(dtype)
 
 
+@pytest.mark.slow
 def test_chunked_equals_unchunked_100k(x64):
     n, d = 100_000, 6
     pts = jnp.asarray(np.random.default_rng(1).normal(size=(n, d)))
@@ -149,6 +150,7 @@ def test_empirical_memorises_at_small_sigma(x64):
     assert w.shape == (200,) and abs(float(w.sum()) - 1) < 1e-12
 
 
+@pytest.mark.parametrize("dtype", slow_except(["float32", "float64"], ["float64"]), indirect=True)
 def test_empirical_score_is_grad_log_prob(dtype):
     pts = jax.random.normal(jax.random.key(0), (500, 3))
     emp = ms.Empirical(pts, weights=jnp.full(500, 1 / 500), chunk_size=128)

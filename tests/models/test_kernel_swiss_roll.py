@@ -76,6 +76,7 @@ def _check(r):
     assert r["memo_kernel"] < 0.6 * r["memo_empirical"], r
 
 
+@pytest.mark.slow
 def test_swiss_roll_small():
     r = run(200, 100)
     print(r)

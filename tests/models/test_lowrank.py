@@ -61,6 +61,7 @@ def test_orthonormalize_and_retract(x64):
         lowrank.orthonormalize(raw, "gram")
 
 
+@pytest.mark.slow
 def test_k_subspaces_recovers_the_bases():
     mix = ms.MoLRG.random(jax.random.key(0), dim=64, rank=4, num_components=3)
     x0 = mix.sample(jax.random.key(1), 240)
@@ -92,6 +93,7 @@ def _train(mix, n_per, sigma, steps, lr, restarts, num_noise, fixed_noise):
     return x0, np.asarray(lowrank.bases(best[1]))
 
 
+@pytest.mark.slow
 def test_k1_matches_pca_small():
     mix = ms.MoLRG.random(jax.random.key(0), dim=16, rank=2, num_components=1)
     x0, u = _train(mix, 40, 0.03, 600, 0.02, 1, 16, True)
@@ -118,6 +120,7 @@ def test_dsm_recovers_subspaces():
     assert dist <= 0.1
 
 
+@pytest.mark.slow
 def test_dsm_recovers_subspaces_small():
     mix = ms.MoLRG.random(jax.random.key(0), dim=16, rank=2, num_components=2)
     _, u = _train(mix, 40, 0.3, 300, 0.02, 2, 4, False)

@@ -40,6 +40,7 @@ def _train_and_measure(dim, rank, k, n, steps, width, sigmas, batch=256, lr=3e-3
     return [float(rel(score, s)) for s in sigmas]
 
 
+@pytest.mark.slow
 def test_mlp_learns_the_score_small():
     # a smoke test of the pipeline (measured 0.32 and 0.07 after 300 steps)
     errs = _train_and_measure(4, 1, 2, 4096, 300, 32, [0.3, 1.0])

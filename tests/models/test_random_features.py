@@ -9,10 +9,11 @@ import pytest
 
 import manifold_scores as ms
 from manifold_scores.models import random_features as rf
-from tests.helpers import rel_err
+from tests.helpers import rel_err, slow_except
 
 
-@pytest.mark.parametrize("ts,time_features", [(0.5, 0), (jnp.array([0.2, 0.5, 1.0]), 4)])
+@pytest.mark.parametrize("ts,time_features", slow_except(
+    [(0.5, 0), (jnp.array([0.2, 0.5, 1.0]), 4)], [], ids=["0.5-0", "ts1-4"]))
 def test_ridge_fit_equals_gradient_descent(x64, ts, time_features):
     mix = ms.MoLRG.random(jax.random.key(0), dim=4, rank=1, num_components=2)
     x0 = mix.sample(jax.random.key(1), 150)
@@ -41,6 +42,7 @@ def test_ridge_fit_equals_gradient_descent(x64, ts, time_features):
     assert float(loss(fitted.readout)) <= float(loss(a_gd)) + 1e-12
 
 
+@pytest.mark.slow
 def test_fit_improves_the_score_and_binds(x64):
     mix = ms.MoLRG.random(jax.random.key(0), dim=3, rank=1, num_components=1)
     proc = ms.EDM()

@@ -8,10 +8,11 @@ import pytest
 
 import manifold_scores as ms
 from manifold_scores import sampling
+from tests.helpers import slow_except
 from tests.sampling.test_ode import exact_flow, molrg_one
 
 
-@pytest.mark.parametrize("solver", ["tsit5", "dopri5"])
+@pytest.mark.parametrize("solver", slow_except(["tsit5", "dopri5"], ["dopri5"]))
 def test_diffrax_bridge(x64, solver):
     pytest.importorskip("diffrax")
     proc = ms.VP()

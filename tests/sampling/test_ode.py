@@ -10,6 +10,7 @@ import pytest
 import manifold_scores as ms
 from manifold_scores import sampling
 from manifold_scores._pytree import pytree_dataclass
+from tests.helpers import slow_except
 
 ODE = ("euler", "heun", "rk4", "dpm_solver_2m")
 
@@ -61,13 +62,14 @@ def fitted_order(data, method):
 
 
 @pytest.mark.parametrize("data", [gaussian, molrg_one], ids=["gaussian", "molrg_k1"])
-@pytest.mark.parametrize("method", ODE)
+@pytest.mark.parametrize("method", slow_except(ODE, ["heun"]))
 def test_convergence_order(x64, data, method):
     slope, errs = fitted_order(data, method)
     order, tol = ORDERS[method]
     assert abs(slope - order) <= tol, (slope, errs)
 
 
+@pytest.mark.slow
 def test_grad_flows_through_ode(x64):
     proc = ms.VP()
     mix, basis, var = gaussian()
@@ -110,8 +112,8 @@ def test_grad_wrt_score_parameters(x64):
         assert float(grad) == pytest.approx(float(fd), rel=1e-7)
 
 
-@pytest.mark.parametrize("proc", [ms.VE(), ms.CosineVP(), ms.EDM(), ms.Flow()],
-                         ids=["VE", "CosineVP", "EDM", "Flow"])
+@pytest.mark.parametrize("proc", slow_except([ms.VE(), ms.CosineVP(), ms.EDM(), ms.Flow()], ["EDM"],
+                                             ids=["VE", "CosineVP", "EDM", "Flow"]))
 def test_every_process(x64, proc):
     """The PF-ODE solvers follow the exact flow for each process."""
     mix, basis, var = gaussian()

@@ -11,6 +11,7 @@ import pytest
 
 import manifold_scores as ms
 from manifold_scores import sampling
+from tests.helpers import slow_except
 
 SDE = ("euler_maruyama", "predictor_corrector", "ddpm", "edm_churn")
 
@@ -37,7 +38,7 @@ def _sde_stats(method, n, steps, kind="uniform"):
     return np.max(np.abs(z_cov)), abs(z_w), bool(np.all(np.isfinite(x)))
 
 
-@pytest.mark.parametrize("method", SDE)
+@pytest.mark.parametrize("method", slow_except(SDE, ["ddpm"]))
 def test_sde_reproduces_molrg_fast(method):
     z_cov, z_w, finite = _sde_stats(method, n=3000, steps=400)
     assert finite
@@ -57,8 +58,8 @@ def test_sde_reproduces_molrg(method):
     assert z_w < 4.0, z_w
 
 
-@pytest.mark.parametrize("proc", [ms.VE(), ms.CosineVP(), ms.EDM(), ms.Flow()],
-                         ids=["VE", "CosineVP", "EDM", "Flow"])
+@pytest.mark.parametrize("proc", slow_except([ms.VE(), ms.CosineVP(), ms.EDM(), ms.Flow()], ["EDM"],
+                                             ids=["VE", "CosineVP", "EDM", "Flow"]))
 def test_every_process(x64, proc):
     """Each SDE method on two of the four processes (compilation dominates the test's time)."""
     mix = ms.MoLRG(jnp.eye(3)[None], scales=jnp.array([[1.0, 0.5, 2.0]]))
