@@ -46,7 +46,6 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 from jax import lax
 
 from manifold_scores import _checks
@@ -196,6 +195,55 @@ class _Acc(NamedTuple):
     mean_sq: jax.Array  # sum w |m_i|^2
 
 
+def _cholesky(a: jax.Array) -> jax.Array:
+    """Lower Cholesky factors of a batch of small SPD matrices ``(..., q, q)``, in plain XLA.
+
+    Column by column (``q`` steps of ``O(q^2)`` batched work); agrees with
+    ``jnp.linalg.cholesky`` in value and gradient (tested). Not LAPACK on purpose: with two
+    or more CPU threads, XLA:CPU (jax 0.10) deadlocks when the batched ``potrf`` custom call
+    is scheduled concurrently with the rest of this graph (measured: an ISM step with 500
+    centres in ``d = 256`` never returns, at 0% CPU; on one core, or with this routine, it
+    does).
+    """
+    q = a.shape[-1]
+    idx = jnp.arange(q)
+    a = 0.5 * (a + jnp.swapaxes(a, -1, -2))  # as jnp.linalg.cholesky: symmetric gradients
+
+    def column(j, chol):
+        row_j = jnp.where(idx < j, lax.dynamic_index_in_dim(chol, j, -2, keepdims=False), 0.0)
+        a_col = lax.dynamic_index_in_dim(a, j, -1, keepdims=False)  # (..., q)
+        pivot = jnp.sqrt(lax.dynamic_index_in_dim(a_col, j, -1, keepdims=False)
+                         - jnp.sum(row_j * row_j, -1))
+        below = (a_col - jnp.einsum("...ik,...k->...i", chol, row_j, precision=HIGHEST)) \
+            / pivot[..., None]
+        col = jnp.where(idx > j, below, jnp.where(idx == j, pivot[..., None], 0.0))
+        return lax.dynamic_update_index_in_dim(chol, col[..., None], j, -1)
+
+    return lax.fori_loop(0, q, column, jnp.zeros_like(a))
+
+
+def _spd_inverse(chol: jax.Array) -> jax.Array:
+    """``A^{-1} = L^{-T} L^{-1}`` from the Cholesky factor ``L`` of a batch ``(..., q, q)``.
+
+    Forward substitution row by row in plain XLA, for the reason given in :func:`_cholesky`
+    (LAPACK's ``trsm`` custom call deadlocks the same way in the gradient of the ISM step).
+    """
+    q = chol.shape[-1]
+    idx = jnp.arange(q)
+    eye = jnp.eye(q, dtype=chol.dtype)
+
+    def row(i, inv):  # inv = L^{-1}, rows < i done: row i = (e_i - L[i, :i] inv[:i]) / L[i, i]
+        l_row = jnp.where(idx < i, lax.dynamic_index_in_dim(chol, i, -2, keepdims=False), 0.0)
+        l_ii = lax.dynamic_index_in_dim(lax.dynamic_index_in_dim(chol, i, -2, keepdims=False), i,
+                                        -1, keepdims=False)
+        new = (lax.dynamic_index_in_dim(eye, i, 0, keepdims=False)
+               - jnp.einsum("...k,...kj->...j", l_row, inv, precision=HIGHEST)) / l_ii[..., None]
+        return lax.dynamic_update_index_in_dim(inv, new[..., None, :], i, -2)
+
+    inv_l = lax.fori_loop(0, q, row, jnp.zeros_like(chol))
+    return jnp.einsum("...ki,...kj->...ij", inv_l, inv_l, precision=HIGHEST)
+
+
 def _merge(a: _Acc, b: _Acc) -> _Acc:
     top = jnp.maximum(a.top, b.top)
     ref = jnp.where(jnp.isfinite(top), top, 0.0)
@@ -214,9 +262,9 @@ def _chunk(x, z, lmat, lw, alpha, sigma, eps) -> _Acc:
     eye = jnp.eye(q, dtype=dtype)
     m_mat = eps * eye + gram
     k_mat = h * eye + s2 * gram
-    m_chol = jnp.linalg.cholesky(m_mat)
-    k_chol = jnp.linalg.cholesky(k_mat)
-    k_inv = jsl.cho_solve((k_chol, True), jnp.broadcast_to(eye, k_mat.shape))
+    m_chol = _cholesky(m_mat)
+    k_chol = _cholesky(k_mat)
+    k_inv = _spd_inverse(k_chol)
     logdet_m = 2.0 * jnp.sum(jnp.log(jnp.diagonal(m_chol, axis1=-2, axis2=-1)), -1)
     logdet_k = 2.0 * jnp.sum(jnp.log(jnp.diagonal(k_chol, axis1=-2, axis2=-1)), -1)
     log_det = (d - q) * jnp.log(h / eps) + logdet_k - logdet_m

@@ -24,7 +24,7 @@ from benchmarks import float32_accuracy as bench
 
 NA_GRID = bench.NA_GRID
 LEVELS = {
-    "MoLRG (K=3, r=4, d=64)": {"1e-01": 1e-5, "1e-02": 1e-5, "1e-03": 1e-4, "1e-04": 1e-3},
+    "MoLRG (K=3, r=4, d=64)": {"1e-01": 1e-5, "1e-02": 1e-5, "1e-03": 1e-5, "1e-04": 1e-5},
     "MoLRG general (means, scales, floor 0.05)":
         {"1e-01": 1e-5, "1e-02": 1e-5, "1e-03": 1e-5, "1e-04": 1e-5},
     "Empirical (N=1000, d=16)": {"1e-01": 1e-6, "1e-02": 1e-6, "1e-03": 1e-6, "1e-04": 1e-6},
