@@ -134,6 +134,18 @@ def _torch_ism(torch, params, x_np, eps):
     return step
 
 
+def ism_adam_step(params, lr=1e-3):
+    """``(step, state)``: one ISM value-and-gradient of the kernel model plus an Adam update."""
+    opt = optax.adam(lr)
+
+    def step(params, state, x):
+        loss, grads = jax.value_and_grad(kernel.ism_loss)(params, x)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss
+
+    return step, opt.init(params)
+
+
 def ism_case(name, d, centres_n, batch, width, depth, rounds, dtype, torch):
     rng = np.random.default_rng(0)
     if d == 2:
@@ -143,14 +155,7 @@ def ism_case(name, d, centres_n, batch, width, depth, rounds, dtype, torch):
     data = data.astype(np.dtype(dtype))
     centres, x = jnp.asarray(data[:centres_n]), jnp.asarray(data[centres_n:])
     params = kernel.init(jax.random.key(6), centres, width=width, depth=depth)
-    opt = optax.adam(1e-3)
-    state = opt.init(params)
-
-    def step(params, state, x):
-        loss, grads = jax.value_and_grad(kernel.ism_loss)(params, x)
-        upd, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, upd), state, loss
-
+    step, state = ism_adam_step(params)
     impls = [compile_impl("ours", step, params, state, x,
                           note="value_and_grad(kernel.ism_loss) + optax.adam, full precisions")]
     notes = []
