@@ -111,20 +111,19 @@ def _check_noise(alpha, sigma, tau2):
     return alpha, sigma, tau2
 
 
-def _split_bits(r: int, dtype) -> int:
-    """Fixed-point bits ``b`` such that ``r`` products of two ``b``-bit fractions sum exactly."""
-    mant = jnp.finfo(dtype).nmant + 1
-    return (mant - max(r - 1, 0).bit_length() - 1) // 2
-
-
 def _round_to_bits(a, bits: int, scale=1.0):
     """``a`` rounded to the grid ``scale 2^-bits`` (``scale`` a power of two: exact scaling)."""
     step = scale * 2.0 ** -bits
     return jnp.round(a / step) * step
 
 
-def _split_backprojection(u, u_hi, p, bits: int):
-    """``U p`` as ``hi + lo`` with ``hi`` exact and ``lo`` ``~2^-bits |U p|``.
+def _pow2_above(mag):
+    """The smallest power of two ``>= mag`` (1 where ``mag = 0``)."""
+    return jnp.exp2(jnp.ceil(jnp.log2(jnp.where(mag > 0, mag, 1.0))))
+
+
+def _split_backprojection(u, p):
+    """``U p`` as ``hi + lo`` with ``hi`` exact and ``lo`` ``~2^-b |U p|``.
 
     ``|U_ij| <= 1``: ``U_hi`` on the grid ``2^-b``, ``p_hi`` on ``2^(e-b)`` with ``2^e >=
     max|p|``. Every product is then an integer multiple of ``2^(e-2b)``, at most ``2^e`` in
@@ -132,9 +131,10 @@ def _split_backprojection(u, u_hi, p, bits: int):
     whatever order the matmul adds them. The remainder ``U_hi p_lo + U_lo p`` rounds only
     relative to its own, ``2^-b`` smaller, size.
     """
-    p_max = jnp.max(jnp.abs(p))
-    scale = jnp.exp2(jnp.ceil(jnp.log2(jnp.where(p_max > 0, p_max, 1.0))))
-    p_hi = _round_to_bits(p, bits, scale)
+    r = u.shape[-1]
+    bits = (jnp.finfo(u.dtype).nmant - max(r - 1, 0).bit_length()) // 2
+    u_hi = _round_to_bits(u, bits)  # unbatched under vmap over x: computed once
+    p_hi = _round_to_bits(p, bits, _pow2_above(jnp.max(jnp.abs(p))))
     hi = jnp.einsum("cdr,cr->d", u_hi, p_hi, precision=HIGHEST)
     lo = jnp.einsum("cdr,cr->d", jnp.concatenate([u_hi, u - u_hi], axis=2),
                     jnp.concatenate([p - p_hi, p], axis=1), precision=HIGHEST)
@@ -152,9 +152,7 @@ def _two_diff_scaled(x, alpha, mu):
     half = (jnp.finfo(x.dtype).nmant + 2) // 2
 
     def split(a):
-        mag = jnp.abs(a)
-        scale = jnp.exp2(jnp.ceil(jnp.log2(jnp.where(mag > 0, mag, 1.0))))
-        hi = _round_to_bits(a, half, scale)
+        hi = _round_to_bits(a, half, _pow2_above(jnp.abs(a)))
         return hi, a - hi
 
     a_hi, a_lo = split(alpha)
@@ -341,7 +339,6 @@ def lowrank_acc(x, bases, log_weights, alpha, sigma, means, v, tau2, centre, chu
         # eps |z| / |z_perp| relative; it runs when that exceeds refine_tol as well
         needs_reorth = jnp.finfo(dtype).eps * jnp.sqrt(jnp.max(z_scale / (d * e2_all))) > refine_tol
         needs_refine = bound > refine_tol
-        bits = _split_bits(r, dtype)
 
     def chunk_fn(chunk):
         if has_means:
@@ -363,8 +360,6 @@ def lowrank_acc(x, bases, log_weights, alpha, sigma, means, v, tau2, centre, chu
         else:
             p = proj
             z_sq = jnp.broadcast_to(x_sq, e2.shape)
-        if refine:
-            u_hi = _round_to_bits(u, bits)  # unbatched under vmap over x: computed once
         p2 = p * p
         perp_sq = jnp.maximum(z_sq - jnp.sum(p2, -1), 0.0)
         in_quad = jnp.sum(p2 / lam, -1)
@@ -392,9 +387,7 @@ def lowrank_acc(x, bases, log_weights, alpha, sigma, means, v, tau2, centre, chu
 
             def fit_top(p):
                 # z_t = x - alpha mu_t from the unshifted mean (no rounding of mu - c), then
-                # z_perp_t = z_t - U_t p_t directly for the best component t, and once more
-                # orthogonalised: q = U_t^T z_perp_t removes the in-subspace round-off of U_t p_t
-                # (Gram-Schmidt twice); the exact residual is z_perp_t - U_t q.
+                # z_perp_t = z_t - U_t p_t directly for the best component t.
                 p_top = jnp.where(onehot[:, None], p, 0.0)
                 mu_top = (jnp.dot(onehot.astype(dtype), mu, precision=HIGHEST) if has_means
                           else None)
@@ -402,29 +395,25 @@ def lowrank_acc(x, bases, log_weights, alpha, sigma, means, v, tau2, centre, chu
                 def plain(p_top):
                     fit = jnp.einsum("cdr,cr->d", u, p_top, precision=HIGHEST)
                     z_top = x - alpha * mu_top if has_means else xc
-                    return z_top - fit
+                    return z_top - fit, 0.0 * p
 
-                def compensated(p_top):
+                def exact(p_top):
                     # Rounding U p and alpha mu to the working precision costs eps |z| out of
                     # the subspace, which is eps |z| / |z_perp| of the score; split so that
-                    # the large part is exact and only a 2^-b smaller remainder rounds.
-                    fit_hi, fit_lo = _split_backprojection(u, u_hi, p_top, bits)
+                    # the large part is exact and only a 2^-b smaller remainder rounds. Then
+                    # once more orthogonalised: q = U_t^T z_perp_t removes the in-subspace
+                    # round-off (Gram-Schmidt twice); the exact residual is z_perp_t - U_t q.
+                    fit_hi, fit_lo = _split_backprojection(u, p_top)
                     if has_means:
                         z_hi, z_lo = _two_diff_scaled(x, alpha, mu_top)
                     else:
                         z_hi, z_lo = xc, 0.0
-                    return (z_hi - fit_hi) + (z_lo - fit_lo)
-
-                z_perp = (lax.cond(needs_reorth, compensated, plain, p_top) if refine == 1
-                          else compensated(p_top))
-
-                def second_pass(z_perp):
+                    z_perp = (z_hi - fit_hi) + (z_lo - fit_lo)
                     q = jnp.einsum("d,cdr->cr", z_perp, u, precision=HIGHEST)
-                    return jnp.where(onehot[:, None], q, 0.0)
+                    return z_perp, jnp.where(onehot[:, None], q, 0.0)
 
-                q = (lax.cond(needs_reorth, second_pass, lambda z: 0.0 * p, z_perp)
-                     if refine == 1 else second_pass(z_perp))
-                return z_perp, q
+                return (lax.cond(needs_reorth, exact, plain, p_top) if refine == 1
+                        else exact(p_top))
 
             def skip(p):
                 # zeros derived from p so that, inside shard_map, they vary like fit_top's
