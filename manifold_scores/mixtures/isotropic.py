@@ -46,6 +46,9 @@ from manifold_scores.mixtures.stats import MixtureStats
 
 __all__ = ["isotropic", "isotropic_logits", "weighted_centre"]
 
+# Candidates per chunk whose distances are recomputed exactly below 64-bit precision.
+DEFAULT_REFINE = 32
+
 
 class _Sums(NamedTuple):
     """Weighted sums of one query (``w_i`` unnormalised posterior weights, ``y' = y - c``)."""
@@ -172,62 +175,96 @@ def isotropic_acc(x, points, log_weights, alpha, sigma, centre, chunk_size, refi
     """The streamed accumulator of one query (before normalisation); inputs validated."""
     eps = float(jnp.finfo(x.dtype).eps)
     if refine is None:
-        refine = 0 if jnp.finfo(x.dtype).bits >= 64 else 32
+        refine = 0 if jnp.finfo(x.dtype).bits >= 64 else DEFAULT_REFINE
     inv_two_var = 0.5 / (sigma * sigma)
     xc = x - alpha * centre
     x_sq = jnp.sum(xc * xc)
+    # |x'|^2 / (2 sigma^2) is common to every logit of this query: the plain pass leaves it
+    # out (fewer operations on the (B, chunk) block) and subtracts it from the maximum at the end.
+    shift = x_sq * inv_two_var
 
     if refine > 0:
         # Decided from unbatched values, so under vmap over x this stays a real branch.
         y_max_sq = jnp.max(jnp.sum(jnp.square(points - centre), axis=-1))
         needs_refine = eps * alpha * alpha * y_max_sq * inv_two_var * 2.0 > refine_tol
 
-    def chunk_fn(chunk, refining):
+    def expand(chunk):
         y_orig, lw_c = chunk
-        size = y_orig.shape[0]
         y = y_orig - centre
         y_sq = jnp.sum(y * y, axis=-1)
-        xy = jnp.dot(y, xc, precision=HIGHEST)
-        dist_sq = jnp.maximum(x_sq - 2.0 * alpha * xy + alpha * alpha * y_sq, 0.0)
+        # x' y'^T rather than y' x': under vmap the batch axis then leads the (B, chunk) block,
+        # the layout that the shortlist's reductions and top_k read without a transpose.
+        xy = jnp.dot(xc, y.T, precision=HIGHEST)
+        part = alpha * alpha * y_sq - 2.0 * alpha * xy  # |x' - alpha y'|^2 - |x'|^2
+        return y, y_sq, part, jnp.maximum(x_sq + part, 0.0)
+
+    def plain_chunk(chunk):
+        y, y_sq, part, dist_sq = expand(chunk)
+
+        def sums(w):
+            total = jnp.sum(w)
+            mean = jnp.dot(w, y, precision=HIGHEST)
+            return _Sums(total, mean, alpha * mean - total * xc, w @ dist_sq, w @ y_sq)
+
+        return reduce_chunk(chunk[1] - part * inv_two_var, sums)
+
+    def refined_chunk(chunk):
+        y_orig, lw_c = chunk
+        y, y_sq, _, dist_sq = expand(chunk)
         logits = lw_c - dist_sq * inv_two_var
-        k = min(int(refine), size) if refining else 0
-        if k == 0:
-            def sums(w):
-                total = jnp.sum(w)
-                mean = jnp.dot(w, y, precision=HIGHEST)
-                return _Sums(total, mean, alpha * mean - total * xc, w @ dist_sq, w @ y_sq)
-
-            return reduce_chunk(logits, sums)
-
-        _, idx = lax.top_k(logits, k)
-        y_top_orig = y_orig[idx]
+        sel = _top_k_indices(logits, int(refine))
+        size = logits.shape[0]
+        valid = (sel < size) & (logits[jnp.minimum(sel, size - 1)] > -jnp.inf)
+        sel_in = jnp.where(valid, sel, 0)
         # exact differences from the unshifted points (exact for nearby points at alpha = 1,
         # where y - c would round)
-        diff_top = alpha * y_top_orig - x
-        y_top = y_top_orig - centre
+        diff_top = alpha * y_orig[sel_in] - x
+        y_top = y_orig[sel_in] - centre
         dist_top = jnp.sum(diff_top * diff_top, axis=-1)
-        l_top = lw_c[idx] - dist_top * inv_two_var
-        rest = logits.at[idx].set(-jnp.inf)  # the shortlisted, out of the rest
-        both = jnp.concatenate([rest, l_top])
+        l_top = jnp.where(valid, lw_c[sel_in] - dist_top * inv_two_var, -jnp.inf)
+        # the shortlisted leave the expansion's sums (padding indices past the end are dropped)
+        rest = logits.at[sel].set(-jnp.inf, mode="drop")
+        top = jnp.maximum(jnp.max(logits), jnp.max(l_top))
+        ref = jnp.where(jnp.isfinite(top), top, jnp.zeros_like(top))
+        w, w_top = jnp.exp(rest - ref), jnp.exp(l_top - ref)
+        total_rest = jnp.sum(w)
+        mean_rest = jnp.dot(w, y, precision=HIGHEST)
+        return Acc(top, _Sums(
+            total_rest + jnp.sum(w_top),
+            mean_rest + jnp.dot(w_top, y_top, precision=HIGHEST),
+            alpha * mean_rest - total_rest * xc + jnp.dot(w_top, diff_top, precision=HIGHEST),
+            w @ dist_sq + w_top @ dist_top,
+            w @ y_sq + w_top @ jnp.sum(y_top * y_top, axis=-1)))
 
-        def sums(w_both):
-            w, w_top = w_both[:size], w_both[size:]
-            total = jnp.sum(w_both)
-            mean_rest = jnp.dot(w, y, precision=HIGHEST)
-            mean = mean_rest + jnp.dot(w_top, y_top, precision=HIGHEST)
-            delta = (alpha * mean_rest - jnp.sum(w) * xc
-                     + jnp.dot(w_top, diff_top, precision=HIGHEST))
-            y_sq_top = jnp.sum(y_top * y_top, axis=-1)
-            return _Sums(total, mean, delta, w @ dist_sq + w_top @ dist_top,
-                         w @ y_sq + w_top @ y_sq_top)
-
-        return reduce_chunk(both, sums)
+    def plain(arrays):
+        acc = stream(plain_chunk, arrays, chunk_size)
+        return Acc(acc.top - shift, acc.sums)
 
     arrays = (points, log_weights)
     if refine == 0:
-        return stream(functools.partial(chunk_fn, refining=False), arrays, chunk_size)
+        return plain(arrays)
     # One cond around the whole stream: large-sigma calls run the plain scan, untouched.
-    return lax.cond(needs_refine,
-                    lambda a: stream(functools.partial(chunk_fn, refining=True), a, chunk_size),
-                    lambda a: stream(functools.partial(chunk_fn, refining=False), a, chunk_size),
-                    arrays)
+    return lax.cond(needs_refine, lambda a: stream(refined_chunk, a, chunk_size), plain, arrays)
+
+
+def _top_k_indices(logits, k):
+    """Indices of the ``k`` largest logits of a chunk (exact), without a ``top_k`` over it.
+
+    The chunk is dealt into ``g = 8 k`` strided groups (group ``j`` holds entries ``j, j + g,
+    ...``). A group holding one of the ``k`` largest entries has its maximum among the ``k``
+    largest, so those entries all lie in the ``k`` groups with the largest maxima: one max
+    reduction, a ``top_k`` over ``g`` maxima and one over ``k size / g`` members replace a
+    ``top_k`` over ``size`` entries (several times slower on CPU). Only indices are taken:
+    when its values are used too, XLA:CPU lowers ``top_k`` to a full sort. Indices past
+    ``size`` (padding) can appear only when fewer than ``k`` entries are finite.
+    """
+    size = logits.shape[0]
+    k = min(k, size)
+    g = 8 * k
+    if size <= 4 * g:
+        return lax.top_k(logits, k)[1]
+    rows = -(-size // g)
+    grid = jnp.pad(logits, (0, rows * g - size), constant_values=-jnp.inf).reshape(rows, g)
+    _, groups = lax.top_k(jnp.max(grid, axis=0), k)
+    _, pos = lax.top_k(grid[:, groups].reshape(-1), k)
+    return (pos // k) * g + groups[pos % k]

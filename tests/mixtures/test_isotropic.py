@@ -224,3 +224,24 @@ def test_temporaries_do_not_grow_with_points():
         sizes.append(mem.temp_size_in_bytes)
     assert abs(sizes[1] - sizes[0]) <= 0.1 * sizes[0], sizes
     assert sizes[1] < 1_000_003 * d * 4 / 4, sizes  # far below one copy of the points
+
+
+@pytest.mark.parametrize("size", [100, 1000, 4096, 5000])
+def test_refinement_shortlist_is_the_exact_top_k(size):
+    """The grouped shortlist returns the same index set as ``lax.top_k`` over the whole chunk,
+    with ties, empty (-inf) components and a ragged last group; padding only when fewer than
+    ``k`` entries are finite."""
+    from manifold_scores.mixtures.isotropic import _top_k_indices
+
+    rng = np.random.default_rng(size)
+    logits = rng.normal(size=size).astype(np.float32)
+    logits[rng.integers(0, size, size // 10)] = -np.inf
+    logits[:5] = logits[5]  # ties
+    for k in (1, 8, 32):
+        got = np.asarray(jax.jit(_top_k_indices, static_argnums=1)(jnp.asarray(logits), k))
+        assert len(set(got.tolist())) == k
+        assert np.sort(logits[got])[::-1].tolist() == np.sort(logits)[::-1][:k].tolist()
+    sparse = np.full(size, -np.inf, np.float32)
+    sparse[[3, size - 1]] = [1.0, 2.0]
+    got = np.asarray(_top_k_indices(jnp.asarray(sparse), 8))
+    assert {3, size - 1} <= set(got.tolist())
