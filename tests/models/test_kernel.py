@@ -93,6 +93,17 @@ def test_matches_dense_reference(x64, rank, kind):
             np.testing.assert_allclose(st.cov_trace, tr, rtol=1e-8, atol=1e-12)
         # the ISM loss of the model equals the dense reference's
         np.testing.assert_allclose(ism, ism_ref, rtol=1e-8)
+        if sigma == 0.0:
+            dense_at_zero = (logp, score, lap, mean, tr, ism_ref)
+    # sigma = 0 as a number (not traced, as in ism_loss's default) takes the noiseless algebra
+    logp, score, lap, mean, tr, ism_ref = dense_at_zero
+    st = jax.vmap(kernel.stats, (None, 0, None, None))(p, xs, 1.0, 0.0)
+    np.testing.assert_allclose(st.log_prob, logp, rtol=1e-10)
+    assert_rel_close(st.score, score, 1e-8)
+    np.testing.assert_allclose(st.divergence, lap, rtol=1e-8)
+    assert_rel_close(st.mean, mean, 1e-8)
+    np.testing.assert_allclose(st.cov_trace, tr, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(kernel.ism_loss(p, xs), ism_ref, rtol=1e-8)
 
 
 @pytest.mark.slow
@@ -193,6 +204,23 @@ def test_small_cholesky_and_inverse_match_lapack(x64):
 
     assert_rel_close(jax.grad(logdet(kernel._cholesky))(a).reshape(-1),
                      jax.grad(logdet(jnp.linalg.cholesky))(a).reshape(-1), 1e-10)
+
+    # the closed-form derivative of (log det, inverse), forward and reverse, against LAPACK's
+    def both(f):
+        return lambda m: jnp.sum(f(m)[0] ** 2) + jnp.sum(jnp.sin(f(m)[1]))
+
+    def lapack(m):
+        return jnp.linalg.slogdet(m)[1], jnp.linalg.inv(m)
+
+    ours = kernel._spd_logdet_inv
+    for i, r in zip(ours(a), lapack(a), strict=True):
+        assert_rel_close(i.reshape(-1), r.reshape(-1), 1e-10)
+    assert_rel_close(jax.grad(both(ours))(a).reshape(-1), jax.grad(both(lapack))(a).reshape(-1),
+                     1e-9)
+    t = jax.random.normal(jax.random.key(1), a.shape)
+    t = t + jnp.swapaxes(t, -1, -2)
+    assert_rel_close(jax.jvp(both(ours), (a,), (t,))[1], jax.jvp(both(lapack), (a,), (t,))[1],
+                     1e-9)
 
 
 @pytest.mark.slow
