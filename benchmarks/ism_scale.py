@@ -10,10 +10,7 @@ Run: ``python -m benchmarks.ism_scale`` (writes ``benchmarks/results/ism_scale_c
 
 from __future__ import annotations
 
-import json
-import os
 import pathlib
-import platform
 import resource
 import time
 
@@ -21,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.common import environment, write_json
 from benchmarks.training import ism_adam_step
 from manifold_scores.models import kernel
 
@@ -43,19 +41,16 @@ def main(n=1000, d=3072, q=16, batch=64, steps=5, chunk_size=250):
     dev = jax.devices()[0]
     out = {
         "case": "ISM step, low-rank WPO kernel model",
+        "environment": environment("float32"),
         "shape": {"centres": n, "d": d, "q": q, "batch": batch, "chunk_size": chunk_size},
-        "device": f"{dev.platform}:{dev.device_kind}", "cpu_count": os.cpu_count(),
-        "machine": platform.machine(), "jax": jax.__version__, "dtype": "float32",
         "compile_s": round(compile_s, 3), "step_s_median": round(float(np.median(times)), 4),
         "step_s": [round(t, 4) for t in times], "loss": float(loss),
         "xla_temp_mib": None if mem is None else round(mem.temp_size_in_bytes / 2**20, 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "params_mib": round(sum(a.nbytes for a in jax.tree.leaves(params)) / 2**20, 1),
-        "load_average": os.getloadavg(),
     }
     path = pathlib.Path(__file__).parent / "results" / f"ism_scale_{dev.platform}.json"
-    path.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out))
+    write_json(out, str(path))
     return out
 
 

@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["Acc", "DEFAULT_CHUNK_SIZE", "HIGHEST", "check_chunk_size", "merge", "reduce_chunk",
-           "stream"]
+__all__ = ["Acc", "DEFAULT_CHUNK_SIZE", "HIGHEST", "check_chunk_size", "finite_or_zero", "merge",
+           "reduce_chunk", "stream"]
 
 HIGHEST = lax.Precision.HIGHEST
 DEFAULT_CHUNK_SIZE = 4096
@@ -35,21 +35,22 @@ class Acc(NamedTuple):
     sums: Any
 
 
-def _safe(top):
+def finite_or_zero(top):
+    """The reference a log-sum-exp subtracts: ``top``, or 0 where no component is finite."""
     return jnp.where(jnp.isfinite(top), top, jnp.zeros_like(top))
 
 
 def reduce_chunk(logits: jax.Array, sums_fn: Callable[[jax.Array], Any]) -> Acc:
     """``Acc`` of one chunk: weights relative to the chunk's own maximum, then ``sums_fn(w)``."""
     top = jnp.max(logits)
-    w = jnp.exp(logits - _safe(top))
+    w = jnp.exp(logits - finite_or_zero(top))
     return Acc(top, sums_fn(w))
 
 
 def merge(a: Acc, b: Acc) -> Acc:
     """Combine two accumulators (log-sum-exp of their maxima, rescaled sums)."""
     top = jnp.maximum(a.top, b.top)
-    ref = _safe(top)
+    ref = finite_or_zero(top)
     ca, cb = jnp.exp(a.top - ref), jnp.exp(b.top - ref)
     return Acc(top, jax.tree.map(lambda u, v: ca * u + cb * v, a.sums, b.sums))
 

@@ -39,6 +39,7 @@ from manifold_scores.mixtures._stream import (
     HIGHEST,
     Acc,
     check_chunk_size,
+    finite_or_zero,
     reduce_chunk,
     stream,
 )
@@ -218,14 +219,15 @@ def isotropic_acc(x, points, log_weights, alpha, sigma, centre, chunk_size, refi
         sel_in = jnp.where(valid, sel, 0)
         # exact differences from the unshifted points (exact for nearby points at alpha = 1,
         # where y - c would round)
-        diff_top = alpha * y_orig[sel_in] - x
-        y_top = y_orig[sel_in] - centre
+        y_top_orig = y_orig[sel_in]
+        diff_top = alpha * y_top_orig - x
+        y_top = y_top_orig - centre
         dist_top = jnp.sum(diff_top * diff_top, axis=-1)
         l_top = jnp.where(valid, lw_c[sel_in] - dist_top * inv_two_var, -jnp.inf)
         # the shortlisted leave the expansion's sums (padding indices past the end are dropped)
         rest = logits.at[sel].set(-jnp.inf, mode="drop")
         top = jnp.maximum(jnp.max(logits), jnp.max(l_top))
-        ref = jnp.where(jnp.isfinite(top), top, jnp.zeros_like(top))
+        ref = finite_or_zero(top)
         w, w_top = jnp.exp(rest - ref), jnp.exp(l_top - ref)
         total_rest = jnp.sum(w)
         mean_rest = jnp.dot(w, y, precision=HIGHEST)

@@ -13,7 +13,12 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from manifold_scores import _checks
-from manifold_scores.mixtures._stream import DEFAULT_CHUNK_SIZE, Acc, check_chunk_size
+from manifold_scores.mixtures._stream import (
+    DEFAULT_CHUNK_SIZE,
+    Acc,
+    check_chunk_size,
+    finite_or_zero,
+)
 from manifold_scores.mixtures.isotropic import _isotropic_inputs, isotropic_acc, isotropic_stats
 from manifold_scores.mixtures.lowrank import _lowrank_inputs, lowrank_acc, lowrank_stats
 from manifold_scores.mixtures.stats import MixtureStats
@@ -32,7 +37,7 @@ def _check_mesh(mesh, points_axis, batch_axis):
 def _combine(acc: Acc, axis: str) -> Acc:
     """Cross-device log-sum-exp of per-device accumulators (leading axis: the local batch)."""
     top = jax.lax.pmax(acc.top, axis)
-    ref = jnp.where(jnp.isfinite(top), top, 0.0)
+    ref = finite_or_zero(top)
     scale = jnp.exp(acc.top - ref)
 
     def rows(f):
