@@ -137,10 +137,15 @@ def test_no_batch_by_components_by_dim_array(means):
         assert mem.temp_size_in_bytes < b * k * d * 4, mem.temp_size_in_bytes
 
 
-@pytest.mark.parametrize("sigma", slow_except([1e-3, 1e-4], [1e-4]))
+@pytest.mark.parametrize("sigma", slow_except([1e-3, 1e-4, 0.03], [1e-4, 0.03]))
 @pytest.mark.parametrize("with_means", [False, True])
 def test_float32_small_sigma_against_dense_float64(sigma, with_means):
     """Float32 kernel on float32 inputs against dense float64 covariances of the same numbers.
+
+    At sigma = 0.03 without means the refinement's estimate ``eps |z| / |z_perp|`` is 6e-7,
+    below its default tolerance, so the expansion alone is checked there: score 2.8e-6, and
+    the log-density off by the expansion's ``eps |z|^2 / e^2`` nats, 1.1e-6 of its size (with
+    means the estimate is far above and it refines).
 
     The expansion |z|^2 - |p|^2 and the rounding of U_t p_t (and of alpha mu_t) each cost
     eps |z| / |z_perp| ~ eps / (sigma sqrt(d)) of the score; the best component's residual is
@@ -168,5 +173,6 @@ def test_float32_small_sigma_against_dense_float64(sigma, with_means):
         ref = dense_mixture_stats(xs[i], means.astype(np.float64), covs, lw, float(alpha),
                                   float(np.float32(sigma)))
         assert rel_err(got.score[i], ref.score) < 1e-5
-        # measured: below 1.2e-7 relative
-        assert abs(float(got.log_prob[i]) - ref.log_prob) < 1e-6 * abs(ref.log_prob)
+        # measured: below 1.2e-7 relative where refined
+        logp_tol = 1e-5 if sigma == 0.03 and not with_means else 1e-6
+        assert abs(float(got.log_prob[i]) - ref.log_prob) < logp_tol * abs(ref.log_prob)
