@@ -68,10 +68,16 @@ def _raise_if_bad(t, sig, name):
             f"domain")
 
 
+@jax.jit
+def _sigma_of(proc, t):
+    return proc.sigma(t)
+
+
 def _sigma_at(proc, t):
-    """``sigma`` at concrete scalar times, op by op (scalar kernels: compiled once)."""
+    """``sigma`` at concrete times, in one small compiled call (not op by op: each eager op
+    would be a compile of its own in a fresh process)."""
     with jax.ensure_compile_time_eval():
-        return np.array([float(proc.sigma(jnp.asarray(ti))) for ti in t], np.float64)
+        return np.asarray(_sigma_of(proc, jnp.asarray(t)), np.float64)
 
 
 def runtime_checked(proc, ts, name="ts"):
