@@ -23,8 +23,8 @@ on unbatched values), the best component of each chunk gets ``z_perp`` recompute
 the back-projection ``U_t p_t`` is split so that its large part is exact (fixed-point halves
 whose products sum exactly), ``x - alpha mu_t`` is carried as a double-word sum, and a second
 orthogonalisation pass removes the in-subspace round-off. That fixes the best component's logit
-and score term, the ones that carry the posterior mass. Float32 scores stay within ``1e-6``
-relative of float64 down to ``sigma = 1e-4`` (tested).
+and score term, the ones that carry the posterior mass. Float32 scores stay within about
+``1e-6`` relative of float64 down to ``sigma = 1e-4`` (tested).
 
 ``sigma = 0`` is allowed when every ``alpha tau_k > 0`` (a law with an isotropic floor and no
 added noise, e.g. the terminal law of the WPO kernel model): everything is computed from
@@ -332,9 +332,9 @@ def lowrank_acc(x, bases, log_weights, alpha, sigma, means, v, tau2, centre, chu
 
     if refine:
         # Unbatched estimate of |z|^2 / |z_perp|^2 for a typical query: the in-subspace spread
-        # and the means against the noise's d e^2. The logit-only fix (a direct z_perp without
-        # the exact split) was dropped: measured, it never improved the score, since the
-        # logit's cancellation and the score's are the same eps |z| / |z_perp|.
+        # and the means against the noise's d e^2. A direct z_perp without the exact split would
+        # fix the logit alone; measured, that never improves the score, since the logit's
+        # cancellation and the score's are the same eps |z| / |z_perp|.
         e2_all = a2 * tau2 + sig2
         z_scale = a2 * jnp.sum(jnp.abs(v), -1)
         if has_means:
