@@ -50,6 +50,7 @@ from jax import lax
 
 from manifold_scores import _checks
 from manifold_scores._pytree import pytree_dataclass, static_field
+from manifold_scores.mixtures._stream import finite_or_zero
 
 __all__ = ["KernelParams", "KernelStats", "FactorNet", "init", "factors", "stats", "apply",
            "score_and_divergence", "ism_loss", "sample"]
@@ -270,7 +271,7 @@ def _spd_logdet_inv_jvp(primals, tangents):
 
 def _merge(a: _Acc, b: _Acc) -> _Acc:
     top = jnp.maximum(a.top, b.top)
-    ref = jnp.where(jnp.isfinite(top), top, 0.0)
+    ref = finite_or_zero(top)
     ca, cb = jnp.exp(a.top - ref), jnp.exp(b.top - ref)
     return _Acc(top, *(ca * u + cb * v for u, v in zip(a[1:], b[1:], strict=True)))
 
@@ -329,7 +330,7 @@ def _chunk(x, z, lmat, lw, alpha, sigma, eps, noiseless) -> _Acc:
             - 2.0 * ca * cl * jnp.sum(lz * cc, -1) - 2.0 * cb * cl * jnp.sum(lx * cc, -1))
 
     top = jnp.max(logits)
-    w = jnp.exp(logits - jnp.where(jnp.isfinite(top), top, 0.0))
+    w = jnp.exp(logits - finite_or_zero(top))
     total = jnp.sum(w)
     wz = jnp.dot(w, z, precision=HIGHEST)
     lb = jnp.dot((w[:, None] * b).reshape(-1), lflat, precision=HIGHEST)
