@@ -50,7 +50,7 @@ from jax import lax
 
 from manifold_scores import _checks
 from manifold_scores._pytree import pytree_dataclass, static_field
-from manifold_scores.mixtures._stream import finite_or_zero
+from manifold_scores.mixtures._stream import Acc, reduce_chunk, stream
 
 __all__ = ["KernelParams", "KernelStats", "FactorNet", "init", "factors", "stats", "apply",
            "score_and_divergence", "ism_loss", "sample"]
@@ -186,8 +186,9 @@ class KernelStats(NamedTuple):
     divergence: jax.Array
 
 
-class _Acc(NamedTuple):
-    top: jax.Array
+class _Sums(NamedTuple):
+    """Weighted sums of one query over centres (``w_i`` unnormalised posterior weights)."""
+
     total: jax.Array
     score: jax.Array  # sum w s_i
     mean: jax.Array  # sum w m_i
@@ -269,14 +270,7 @@ def _spd_logdet_inv_jvp(primals, tangents):
     return (logdet, inv), (d_logdet, d_inv)
 
 
-def _merge(a: _Acc, b: _Acc) -> _Acc:
-    top = jnp.maximum(a.top, b.top)
-    ref = finite_or_zero(top)
-    ca, cb = jnp.exp(a.top - ref), jnp.exp(b.top - ref)
-    return _Acc(top, *(ca * u + cb * v for u, v in zip(a[1:], b[1:], strict=True)))
-
-
-def _chunk(x, z, lmat, lw, alpha, sigma, eps, noiseless) -> _Acc:
+def _chunk(x, z, lmat, lw, alpha, sigma, eps, noiseless) -> Acc:
     """Accumulator of one chunk of centres ``z`` ``(c, d)``, factors ``(c, d, q)``.
 
     ``noiseless`` (static): ``sigma`` is known to be 0 (the terminal time, where the model is
@@ -329,22 +323,17 @@ def _chunk(x, z, lmat, lw, alpha, sigma, eps, noiseless) -> _Acc:
     m_sq = (ca * ca * z_sq + cb * cb * x_sq + cl * cl * lc_sq + 2.0 * ca * cb * xz
             - 2.0 * ca * cl * jnp.sum(lz * cc, -1) - 2.0 * cb * cl * jnp.sum(lx * cc, -1))
 
-    top = jnp.max(logits)
-    w = jnp.exp(logits - finite_or_zero(top))
-    total = jnp.sum(w)
-    wz = jnp.dot(w, z, precision=HIGHEST)
-    lb = jnp.dot((w[:, None] * b).reshape(-1), lflat, precision=HIGHEST)
-    lcw = jnp.dot((w[:, None] * cc).reshape(-1), lflat, precision=HIGHEST)
-    score = -e_h * (total * x - alpha * wz) - lb
-    mean = ca * wz + cb * total * x - cl * lcw
-    return _Acc(top, total, score, mean, jnp.dot(w, s_sq - tr_cinv), jnp.dot(w, within * 1.0),
-                jnp.dot(w, m_sq))
+    def sums(w):
+        total = jnp.sum(w)
+        wz = jnp.dot(w, z, precision=HIGHEST)
+        lb = jnp.dot((w[:, None] * b).reshape(-1), lflat, precision=HIGHEST)
+        lcw = jnp.dot((w[:, None] * cc).reshape(-1), lflat, precision=HIGHEST)
+        score = -e_h * (total * x - alpha * wz) - lb
+        mean = ca * wz + cb * total * x - cl * lcw
+        return _Sums(total, score, mean, jnp.dot(w, s_sq - tr_cinv), jnp.dot(w, within),
+                     jnp.dot(w, m_sq))
 
-
-def _pad(a, pad, value):
-    if not pad:
-        return a
-    return jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1), constant_values=value)
+    return reduce_chunk(logits, sums)
 
 
 def _check_levels(alpha, sigma):
@@ -369,31 +358,22 @@ def stats(params: KernelParams, x, alpha, sigma) -> KernelStats:
     noiseless = _checks.is_concrete(sigma) and float(sigma) == 0.0
     x = jnp.asarray(x, dtype)
     alpha, sigma = jnp.asarray(alpha, dtype), jnp.asarray(sigma, dtype)
-    n, d = centres.shape
-    size = n if params.chunk_size is None or params.chunk_size >= n else int(params.chunk_size)
-    num = -(-n // size)
-    pad = num * size - n
+    n = centres.shape[0]
     lw = jnp.full((n,), -math.log(n), dtype)
-    arrays = [_pad(centres, pad, 0.0).reshape(num, size, d),
-              _pad(lw, pad, -jnp.inf).reshape(num, size)]
-    if params.kind == "free":
-        arrays.append(_pad(params.factor, pad, 0.0).reshape(num, size, d, params.rank))
+    arrays = (centres, lw) + ((params.factor,) if params.kind == "free" else ())
 
     def chunk_fn(chunk):
         z, lw_c = chunk[0], chunk[1]
         lmat = _factors_of(params, chunk[2] if params.kind == "free" else params.factor, z)
         return _chunk(x, z, lmat, lw_c, alpha, sigma, params.eps, noiseless)
 
-    acc = chunk_fn([a[0] for a in arrays])
-    if num > 1:
-        acc, _ = lax.scan(lambda a, ch: (_merge(a, chunk_fn(ch)), None), acc,
-                          [a[1:] for a in arrays])
-    score = acc.score / acc.total
-    mean = acc.mean / acc.total
-    cov_trace = jnp.maximum(acc.within / acc.total + acc.mean_sq / acc.total
-                            - jnp.sum(mean * mean), 0.0)
-    div = acc.sq_minus_tr / acc.total - jnp.sum(score * score)
-    return KernelStats(acc.top + jnp.log(acc.total), score, mean, cov_trace, div)
+    acc = stream(chunk_fn, arrays, params.chunk_size)
+    s = acc.sums
+    score = s.score / s.total
+    mean = s.mean / s.total
+    cov_trace = jnp.maximum(s.within / s.total + s.mean_sq / s.total - jnp.sum(mean * mean), 0.0)
+    div = s.sq_minus_tr / s.total - jnp.sum(score * score)
+    return KernelStats(acc.top + jnp.log(s.total), score, mean, cov_trace, div)
 
 
 def _levels(params, t, dtype):
