@@ -80,13 +80,11 @@ def _train(mix, n_per, sigma, steps, lr, restarts, num_noise, fixed_noise):
                                       weighting="uniform", num_noise=num_noise, antithetic=True)
 
     best = None
-    step = None
     for i in range(restarts):
         p = lowrank.init(jax.random.key(10 + i), d, r, k, proc)
         state = training.init_state(p, optax.adam(optax.cosine_decay_schedule(lr, steps)))
-        step = step or training.make_step(loss)
         state, _ = training.fit(jax.random.key(2), state, loss, x0, steps=steps,
-                                progress=False, step_fn=step)
+                                progress=False)
         final = float(jax.jit(loss)(state.params, jax.random.key(7), x0))
         if best is None or final < best[0]:
             best = (final, state.params)
