@@ -144,6 +144,13 @@ def done_when(results: list[dict]) -> list[dict[str, Any]]:
             comp = dict(row, compile_ratio=row["compile_s"] / ours if ours else None)
             add(f"{who}: {impl} compile / ours compile >= 3", comp, "compile_ratio", ge, 3.0)
     for c in results:
+        if c.get("family") == "training" and c.get("case", "").startswith("training loop"):
+            who = f"training loop ({_shape(c['shape'])})"
+            add(f"{who}: fit within 1.2x of the scanned floor per step (floor / fit >= 0.833)",
+                _row(c, "scanned floor"), "speedup", ge, 1 / 1.2)
+            add(f"{who}: per-step loop / fit (reported)", _row(c, "per-step loop"), "speedup",
+                ge, 0.0)
+    for c in results:
         if c.get("family") == "training" and c.get("case", "").startswith("ISM"):
             row = _row(c, "torch MultivariateNormal")
             add(f"ISM WPO kernel ({_shape(c['shape'])}): torch / ours >= 3", row, "speedup", ge,
