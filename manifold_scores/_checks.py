@@ -2,16 +2,30 @@
 
 Shapes are checked at trace time (they are static) and raise ``ValueError`` naming the argument.
 Values are checked eagerly where they are concrete (constructors, calls outside ``jit``), also
-with ``ValueError``. Under ``jit`` a noise level is a tracer: :func:`check_noise_levels` then
-threads it through :func:`equinox.error_if`, so that ``sigma <= 0``, a negative ``alpha`` or a
-NaN raises at run time (a ``ValueError`` carrying the same message) instead of computing a
-silent NaN or the answer at ``|sigma|``. Setting the environment variable
-``EQX_ON_ERROR=nan`` turns those run-time errors into NaNs (no host callback), for users who
-prefer that on accelerators.
+with ``ValueError``.
 
-Run-time checks cost one ``lax.cond`` per call. Code that has already validated its noise
-levels (a sampler checks its whole time grid before the scan) traces the densities it calls
-inside :func:`validated`, which skips them.
+A traced noise level goes through :func:`runtime_check` (``sigma <= 0``, a negative ``alpha`` or
+a NaN; never a silent NaN or the answer at ``|sigma|``), which decides as early as it can:
+
+- Outside ``jit`` (under ``jax.vmap``, ``jax.grad``, ``jax.jvp`` and their compositions) the
+  values are known while tracing: a failed check raises ``ValueError`` whose text is the message,
+  before anything runs, and adds nothing to the computation.
+- Under ``jax.jit`` (also inside ``lax.scan`` or ``jax.checkpoint`` bodies) the values exist only
+  at run time: the check is one :func:`equinox.error_if` (a ``lax.cond`` around a host callback
+  that raises). The XLA runtime, not this library, then builds the exception: jax raises
+  ``jax.errors.JaxRuntimeError`` (a ``RuntimeError``), or ``ValueError`` on calls that take
+  jax's compiled fast path (those after a successful call); its text starts with the runtime's
+  prefix (``INTERNAL: CpuCallback error calling callback`` on CPU) and a Python traceback, and
+  the message comes near the end, after ``_EquinoxRuntimeError:``. The runtime gives a callback
+  no way to put its message first. Catch ``(ValueError, jax.errors.JaxRuntimeError)``.
+
+Setting the environment variable ``EQX_ON_ERROR=nan`` (before ``equinox`` is imported) turns the
+run-time failures under ``jit`` into NaNs (no host callback), for users who prefer that on
+accelerators; ``EQX_ON_ERROR=off`` drops the run-time checks. Neither changes the errors raised
+while tracing, which cost nothing at run time.
+
+Code that has already validated its noise levels (a sampler checks its whole time grid before
+the scan) traces the densities it calls inside :func:`validated`, which skips these checks.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from equinox.internal import unvmap_any
 
 __all__ = [
     "is_concrete",
@@ -55,14 +70,24 @@ def validated() -> Iterator[None]:
 
 
 def runtime_check(value: Any, bad: Any, message: str) -> Any:
-    """``value``, raising ``message`` at run time where the traced predicate ``bad`` holds.
+    """``value``, failing with ``message`` where the predicate ``bad`` holds.
 
-    Eager callers check concrete values themselves; this is for tracers under ``jit``. Inside
-    :func:`validated` it returns ``value`` untouched.
+    For tracers: eager callers check concrete values themselves. Decided while tracing when it
+    can be (``ValueError`` now), else at run time under ``jit`` (see the module docstring for
+    what is raised then). Inside :func:`validated` it returns ``value`` untouched.
     """
     if _VALIDATED.get():
         return value
-    return eqx.error_if(value, bad, message)
+    # Outside jit, vmap and JVP tracers carry concrete values: reducing over the batch now turns
+    # a failure into a ValueError at the call instead of an error from the runtime. Under jit the
+    # reduction is staged and reused as the predicate, so the run-time cost stays one cond.
+    with jax.ensure_compile_time_eval():
+        failed = unvmap_any(jnp.asarray(bad))
+    if not isinstance(failed, jax.core.Tracer):
+        if bool(failed):
+            raise ValueError(message)
+        return value
+    return eqx.error_if(value, failed, message)
 
 
 def is_concrete(value: Any) -> bool:

@@ -1,12 +1,20 @@
 """Bad input raises a ValueError that names the argument."""
 
+import os
+import subprocess
+import sys
+import traceback
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import manifold_scores as ms
-from manifold_scores import mixtures
+from manifold_scores import _checks, mixtures
+
+#: what a failed run-time check raises under jax.jit (documented in manifold_scores._checks)
+JIT_ERRORS = (ValueError, jax.errors.JaxRuntimeError)
 
 
 @pytest.fixture
@@ -123,9 +131,9 @@ def test_traced_noise_levels_are_checked_under_jit(name):
     xs = jnp.ones((3, 6))
     assert np.all(np.isfinite(np.asarray(f(xs, 1.0, 0.5))))
     for sigma in (0.0, -0.1, float("nan")):
-        with pytest.raises(ValueError, match="sigma must be positive"):
+        with pytest.raises(JIT_ERRORS, match="sigma must be positive"):
             jax.block_until_ready(f(xs, 1.0, sigma))
-    with pytest.raises(ValueError, match="alpha must be non-negative"):
+    with pytest.raises(JIT_ERRORS, match="alpha must be non-negative"):
         jax.block_until_ready(f(xs, -1.0, 0.5))
     grad = jax.jit(jax.grad(lambda s: density.log_prob(xs[0], 1.0, s)))(0.5)
     assert np.isfinite(float(grad))
@@ -138,3 +146,90 @@ def test_sample_count_must_be_a_non_negative_integer(mix, n):
     with pytest.raises(ValueError, match="n must be a non-negative integer"):
         ms.Circle(dim=2).sample(jax.random.key(0), n)
     assert mix.sample(jax.random.key(0), 0).shape == (0, 6)
+
+
+def _first_lines(exc: BaseException) -> tuple[str, str]:
+    """The first line of ``str(exc)`` and of the traceback's final line, as a user sees them."""
+    return str(exc).splitlines()[0], traceback.format_exception_only(exc)[0].splitlines()[0]
+
+
+def _sphere_calls():
+    sph = ms.Sphere(dim=3, intrinsic_dim=1, radius=1.0)
+    x = jnp.ones(3)
+    score = lambda a, s: sph.score(x, a, s)
+    log_prob = lambda a, s: sph.log_prob(x, a, s)
+    good, bad = jnp.array([0.5, 1.0]), jnp.array([0.5, -1.0])
+    return {
+        "vmap": lambda sig: jax.vmap(score, (None, 0))(1.0, sig),
+        "grad": lambda sig: jax.vmap(jax.grad(log_prob, 1), (None, 0))(1.0, sig),
+        "jvp": lambda sig: jax.jvp(lambda s: jax.vmap(score, (None, 0))(1.0, s), (sig,), (sig,)),
+        "grad of vmap": lambda sig: jax.grad(
+            lambda s: jnp.sum(jax.vmap(log_prob, (None, 0))(1.0, s)))(sig),
+    }, good, bad
+
+
+@pytest.mark.parametrize("transform", ["vmap", "grad", "jvp", "grad of vmap"])
+def test_eager_transforms_raise_value_error_with_the_message_first(transform):
+    """Outside jit the traced values are known while tracing: a plain ValueError, message first."""
+    calls, good, bad = _sphere_calls()
+    f = calls[transform]
+    jax.block_until_ready(f(good))
+    with pytest.raises(ValueError) as info:
+        f(bad)
+    assert type(info.value) is ValueError
+    assert _first_lines(info.value) == ("sigma must be positive and finite",
+                                        "ValueError: sigma must be positive and finite")
+
+
+def test_eager_checks_name_alpha_and_a_scalar_sigma_under_grad():
+    sph = ms.Sphere(dim=3, intrinsic_dim=1, radius=1.0)
+    with pytest.raises(ValueError) as info:
+        jax.vmap(lambda a: sph.score(jnp.ones(3), a, 0.5))(jnp.array([1.0, -1.0]))
+    assert _first_lines(info.value)[0] == "alpha must be non-negative and finite"
+    with pytest.raises(ValueError) as info:
+        jax.grad(lambda s: sph.log_prob(jnp.ones(3), 1.0, s))(-1.0)
+    assert _first_lines(info.value)[0] == "sigma must be positive and finite"
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["first call", "after a good call"])
+def test_jit_failures_carry_the_message(warm):
+    """Under jit the runtime builds the error (its text starts with the runtime's prefix): the
+    documented types catch it, with and without jax's fast path, and under grad."""
+    sph = ms.Sphere(dim=3, intrinsic_dim=1, radius=1.0)
+    x = jnp.ones(3)
+    calls = [jax.jit(lambda s: sph.score(x, 1.0, s)),
+             jax.jit(jax.grad(lambda s: sph.log_prob(x, 1.0, s)))]
+    for f in calls:
+        if warm:
+            jax.block_until_ready(f(0.5))
+        with pytest.raises(JIT_ERRORS) as info:
+            jax.block_until_ready(f(-1.0))
+        lines = str(info.value).splitlines()
+        assert any(line.endswith("sigma must be positive and finite") for line in lines)
+
+
+def test_validated_skips_the_checks_under_eager_transforms_too():
+    sph = ms.Sphere(dim=3, intrinsic_dim=1, radius=1.0)
+    with _checks.validated():
+        out = jax.vmap(lambda s: sph.score(jnp.ones(3), 1.0, s))(jnp.array([0.5, -1.0]))
+    assert out.shape == (2, 3)
+
+
+def test_eqx_on_error_nan_turns_jit_failures_into_nans():
+    """EQX_ON_ERROR=nan (read when equinox is imported, so in a fresh process)."""
+    code = (
+        "import jax, jax.numpy as jnp, numpy as np, manifold_scores as ms\n"
+        "s = ms.Sphere(dim=3, intrinsic_dim=1, radius=1.0)\n"
+        "out = jax.jit(lambda sg: s.score(jnp.ones(3), 1.0, sg))(-1.0)\n"
+        "assert np.all(np.isnan(np.asarray(out))), out\n"
+        "try:\n"
+        "    jax.vmap(lambda sg: s.score(jnp.ones(3), 1.0, sg))(jnp.array([1.0, -1.0]))\n"
+        "except ValueError as e:\n"
+        "    assert str(e) == 'sigma must be positive and finite'\n"
+        "else:\n"
+        "    raise AssertionError('eager vmap did not raise')\n"
+    )
+    env = {**os.environ, "EQX_ON_ERROR": "nan", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
