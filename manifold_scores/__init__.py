@@ -8,8 +8,9 @@ Example:
     (8,)
 """
 
+import importlib as _importlib
+
 from manifold_scores import (
-    experiments,
     likelihood,
     losses,
     metrics,
@@ -39,6 +40,22 @@ from manifold_scores.processes import EDM, VE, VP, CosineVP, Flow, Process
 from manifold_scores.scores import denoiser_fn, score_fn
 
 __version__ = "0.1.0"
+
+# Loaded on first use, not here: the experiments build on the whole library (importing them here
+# would be the one import running upward in the layering), and their modules are needed only by
+# `manifold-scores verify`, the notebooks and their tests.
+_LAZY_SUBMODULES = ("experiments",)
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        return _importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
+
 
 __all__ = [
     "Circle",
