@@ -7,16 +7,22 @@ samples to the manifold and the component weights recovered from them next to th
 ``verify [--quick] [--json FILE] [--plots DIR] [--only E1,E3]`` runs the registered experiments
 (``manifold_scores.experiments``: the core checks, then E1, E2, ...), with a progress line per
 experiment, prints ``claim | measured | expected | holds``, optionally writes the rows as JSON and
-each figure as a PNG. Exit status: 0 when every claim holds, 3 when a claim does not hold (a
-finding, shown in the table), 2 for bad arguments; a crash exits 1 as any Python program does.
+each figure as a PNG. Arguments are checked before anything runs: an empty or unknown ``--only``
+id, or a ``--json``/``--plots`` location that cannot be created or written, is a usage error.
+The JSON file is replaced atomically, so a failed write leaves an earlier file as it was.
+Exit status: 0 when every claim holds, 3 when a claim does not hold (a finding, shown in the
+table), 2 for bad arguments; a crash, or a failure to write the results at the end, exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import secrets
 import sys
+import tempfile
 import time
 
 import jax
@@ -24,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import manifold_scores as ms
+from manifold_scores import experiments
 
 
 def demo() -> int:
@@ -69,7 +76,7 @@ def demo() -> int:
 
 
 def _write_plot(table, directory: str) -> str | None:
-    exp = ms.experiments.get(table.experiment)
+    exp = experiments.get(table.experiment)
     if exp.plot is None:
         return None
     import matplotlib
@@ -84,13 +91,93 @@ def _write_plot(table, directory: str) -> str | None:
     return path
 
 
+def select_experiments(only: str | None) -> list[str]:
+    """The experiment ids that ``--only`` names, in its order (all when ``None``).
+
+    ``ValueError`` for an empty list or an unknown id, naming the valid ids.
+    """
+    valid = ", ".join(experiments.REGISTRY)
+    if only is None:
+        return list(experiments.REGISTRY)
+    names = [name.strip() for name in only.split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"argument --only: no experiment ids in {only!r}; valid ids: {valid}")
+    ids = []
+    for name in names:
+        try:
+            exp_id = experiments.get(name).id
+        except ValueError:
+            raise ValueError(f"argument --only: unknown experiment id {name!r}; "
+                             f"valid ids: {valid}") from None
+        if exp_id not in ids:
+            ids.append(exp_id)
+    return ids
+
+
+def _check_writable_directory(directory: str, what: str) -> None:
+    """Create ``directory`` if needed and prove it writable by creating a file in it.
+
+    A probe file rather than ``os.access``: permission bits say nothing for root, ACLs or
+    read-only mounts, and a failure found only after a long run would lose its results.
+    """
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ValueError(f"{what}: {directory!r} is not a directory")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise ValueError(f"{what}: cannot write to the directory {directory!r} "
+                         f"({e.strerror or e})") from None
+
+
+def check_output_paths(json_path: str | None, plots: str | None) -> None:
+    """``ValueError`` naming the argument if the results could not be written after the run."""
+    if json_path is not None:
+        if not json_path or os.path.isdir(json_path):
+            raise ValueError(f"argument --json: {json_path!r} is not a file name")
+        directory = os.path.dirname(os.path.abspath(json_path))
+        _check_writable_directory(directory, "argument --json")
+    if plots is not None:
+        if not plots:
+            raise ValueError("argument --plots: the directory name is empty")
+        _check_writable_directory(plots, "argument --plots")
+
+
+def write_json(path: str, payload) -> None:
+    """Write ``payload`` to ``path`` atomically: all of it, or the earlier file untouched.
+
+    The temporary file sits in the same directory so that ``os.replace`` is a rename on one file
+    system, and it is synced first so that the rename never exposes a file still being written.
+    """
+    text = json.dumps(payload, indent=2)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    # os.open with mode 0o666 lets the umask set the permissions, as a plain open(path, "w")
+    # would; tempfile's files are private to their owner.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def verify(quick: bool = False, json_path: str | None = None, plots: str | None = None,
            only: str | None = None) -> int:
-    """Run the registered experiments; print, save, and return 0 iff every claim holds."""
+    """Run the registered experiments; print, save, and return 0 iff every claim holds.
+
+    Bad arguments raise ``ValueError`` before anything runs (:func:`main` turns them into usage
+    errors).
+    """
     size = "quick" if quick else "full"
-    ids = list(ms.experiments.REGISTRY)
-    if only:
-        ids = [ms.experiments.get(i.strip()).id for i in only.split(",") if i.strip()]
+    ids = select_experiments(only)
+    check_output_paths(json_path, plots)
     if plots:
         try:
             import matplotlib  # noqa: F401
@@ -98,13 +185,12 @@ def verify(quick: bool = False, json_path: str | None = None, plots: str | None 
             print("--plots needs matplotlib: pip install 'manifold-scores[notebooks]'",
                   file=sys.stderr)
             return 2
-        os.makedirs(plots, exist_ok=True)
     start = time.perf_counter()
     tables = []
     for i, exp_id in enumerate(ids, 1):
-        exp = ms.experiments.get(exp_id)
+        exp = experiments.get(exp_id)
         print(f"[{i}/{len(ids)}] {exp.id}: {exp.title} ({size}) ...", flush=True)
-        table = ms.experiments.run(exp.id, size)
+        table = experiments.run(exp.id, size)
         tables.append(table)
         bad = sum(r.holds is False for r in table.rows)
         print(f"      {len(table.rows)} rows in {table.seconds:.1f} s: "
@@ -115,7 +201,7 @@ def verify(quick: bool = False, json_path: str | None = None, plots: str | None 
                 print(f"      figure: {path}", flush=True)
     rows = [(t.experiment, r) for t in tables for r in t.rows]
     print()
-    print(ms.experiments.format_rows(rows))
+    print(experiments.format_rows(rows))
     ok = all(t.ok for t in tables)
     elapsed = time.perf_counter() - start
     print(f"\n{len(rows)} rows from {len(tables)} experiments in {elapsed:.1f} s on "
@@ -124,8 +210,12 @@ def verify(quick: bool = False, json_path: str | None = None, plots: str | None 
         payload = {"size": size, "ok": ok, "seconds": round(elapsed, 2),
                    "platform": jax.devices()[0].platform, "version": ms.__version__,
                    "experiments": [t.to_dict() for t in tables]}
-        with open(json_path, "w") as f:
-            json.dump(payload, f, indent=2)
+        try:
+            write_json(json_path, payload)
+        except OSError as e:
+            print(f"manifold-scores verify: error: could not write --json {json_path!r}: {e}",
+                  file=sys.stderr)
+            return 1
     return 0 if ok else CLAIM_FAILS
 
 
@@ -140,17 +230,23 @@ def main(argv: list[str] | None = None) -> int:
     ver = sub.add_parser("verify", help="run the experiments and check the theory's claims")
     ver.add_argument("--quick", action="store_true",
                      help="quick sizes (minutes on a 2-core CPU); default: full sizes")
-    ver.add_argument("--json", metavar="FILE", help="write the rows as JSON to FILE")
+    ver.add_argument("--json", metavar="FILE",
+                     help="write the rows as JSON to FILE (its directory is created if needed)")
     ver.add_argument("--plots", metavar="DIR",
                      help="write each experiment's figure as DIR/<id>.png (needs matplotlib: "
                           "pip install 'manifold-scores[notebooks]')")
     ver.add_argument("--only", metavar="IDS",
                      help="comma-separated experiment ids to run, e.g. E1,E3 (default: all: "
-                          + ", ".join(ms.experiments.REGISTRY) + ")")
+                          + ", ".join(experiments.REGISTRY) + ")")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo()
     if args.command == "verify":
+        try:
+            select_experiments(args.only)
+            check_output_paths(args.json, args.plots)
+        except ValueError as e:
+            ver.error(str(e))
         return verify(args.quick, args.json, args.plots, args.only)
     return 2
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -52,9 +53,84 @@ def test_verify_writes_plots(fake, tmp_path):
     assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_verify_rejects_unknown_ids(fake):
-    with pytest.raises(ValueError, match="unknown experiment"):
-        cli.main(["verify", "--only", "E99"])
+def _usage_error(capsys, argv) -> str:
+    """Run ``main(argv)``, expect a usage error (status 2) before anything runs; its stderr."""
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert "[1/" not in captured.out  # no experiment started
+    return captured.err
+
+
+@pytest.mark.parametrize("only", ["E99", "E1,nope", ",", "", " , "])
+def test_verify_rejects_empty_or_unknown_ids_before_running(fake, capsys, only):
+    err = _usage_error(capsys, ["verify", "--only", only])
+    assert "manifold-scores verify: error: argument --only:" in err
+    assert "valid ids: core, E1" in err and "FAKE" in err
+    assert ("unknown experiment id" in err) == bool(only.strip(" ,"))
+
+
+def test_verify_selects_ids_case_insensitively_once_each(fake):
+    assert cli.select_experiments("fake, FAKE,E1") == ["FAKE", "E1"]
+    assert cli.select_experiments(None) == list(REGISTRY)
+    with pytest.raises(ValueError, match="argument --only: unknown experiment id 'E99'"):
+        cli.verify(only="E99")
+
+
+def test_verify_rejects_unwritable_outputs_before_running(fake, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    for argv, arg in [(["--json", str(blocker / "rows.json")], "--json"),
+                      (["--json", str(tmp_path)], "--json"),
+                      (["--plots", str(blocker)], "--plots"),
+                      (["--plots", str(blocker / "figures")], "--plots")]:
+        err = _usage_error(capsys, ["verify", "--only", "FAKE", *argv])
+        assert f"manifold-scores verify: error: argument {arg}:" in err
+
+
+def test_verify_creates_the_json_directory(fake, tmp_path):
+    out = tmp_path / "new" / "dir" / "rows.json"
+    assert cli.main(["verify", "--quick", "--only", "FAKE", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["ok"] is True
+
+
+def test_write_json_is_atomic(tmp_path, monkeypatch):
+    out = tmp_path / "rows.json"
+    cli.write_json(str(out), {"run": 1})
+    assert json.loads(out.read_text()) == {"run": 1}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as open(path, "w") would make it
+    # A payload that cannot be serialised, and a write that fails after the file has content:
+    # the earlier file is untouched and no temporary file is left behind.
+    with pytest.raises(TypeError):
+        cli.write_json(str(out), {"run": object()})
+
+    def fail(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli.os, "fsync", fail)
+    with pytest.raises(OSError, match="No space left"):
+        cli.write_json(str(out), {"run": 2})
+    monkeypatch.undo()
+    assert json.loads(out.read_text()) == {"run": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.json"]
+    cli.write_json(str(out), {"run": 3})
+    assert json.loads(out.read_text()) == {"run": 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.json"]
+
+
+def test_verify_reports_a_failed_json_write(fake, tmp_path, monkeypatch, capsys):
+    def fail(path, payload):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli, "write_json", fail)
+    out = tmp_path / "rows.json"
+    assert cli.main(["verify", "--quick", "--only", "FAKE", "--json", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "the claim" in captured.out
+    assert "could not write --json" in captured.err and "No space left" in captured.err
 
 
 @pytest.mark.slow
