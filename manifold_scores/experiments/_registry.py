@@ -12,28 +12,68 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from manifold_scores.experiments._table import Table, check_size
+from manifold_scores.experiments._table import CLAIM, HOLDS, VERDICTS, Table, check_size
 
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """A registered experiment: ``id`` (e.g. ``"E1"``), a title, the claim's source, and the
-    ``run(size, seed=...)`` / ``plot(table)`` functions."""
+    """A registered experiment: ``id`` (e.g. ``"E1"``), a title, the claim's source, the
+    ``run(size, seed=...)`` / ``plot(table)`` functions, and the verdicts recorded for its
+    claims: ``recorded[key] = (verdict, one-line reason)``; a claim without a record is
+    expected to hold."""
 
     id: str
     title: str
     source: str
     run: Callable[..., Table]
     plot: Callable[[Table], object] | None = None
+    recorded: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Review:
+    """How a table compares with its experiment's record: ``failed_controls`` (the study is
+    invalid) and ``changed`` verdicts as ``(key, measured verdict, recorded verdict)``."""
+
+    failed_controls: tuple[str, ...]
+    changed: tuple[tuple[str, str, str], ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_controls and not self.changed
+
+
+def review(table: Table) -> Review:
+    """Compare a table's controls and verdicts with the record of its experiment."""
+    exp = get(table.experiment)
+    failed = tuple(r.key for r in table.rows if r.kind == "control" and not r.holds)
+    changed = []
+    for r in table.rows:
+        if r.kind != CLAIM:
+            continue
+        expected = exp.recorded.get(r.key, (HOLDS, ""))[0]
+        if r.verdict != expected:
+            changed.append((r.key, r.verdict, expected))
+    return Review(failed, tuple(changed))
 
 
 REGISTRY: dict[str, Experiment] = {}
 
 
 def register(id: str, title: str, source: str, run: Callable[..., Table],
-             plot: Callable[[Table], object] | None = None) -> Experiment:
-    """Add an experiment (ids are unique; registering one twice replaces it)."""
-    exp = Experiment(id, title, source, run, plot)
+             plot: Callable[[Table], object] | None = None,
+             recorded: dict | None = None) -> Experiment:
+    """Add an experiment (ids are unique; registering one twice replaces it).
+
+    ``recorded`` maps claim keys to ``(verdict, reason)``: what the library's own run found,
+    so that ``verify`` reports a change. Nothing is recorded as "does not hold" while its row
+    is inconclusive.
+    """
+    for key, value in (recorded or {}).items():
+        if not (isinstance(value, tuple) and len(value) == 2 and value[0] in VERDICTS):
+            raise ValueError(f"recorded[{key!r}] must be (verdict, reason) with a verdict in "
+                             f"{VERDICTS}, got {value!r}")
+    exp = Experiment(id, title, source, run, plot, dict(recorded or {}))
     REGISTRY[id] = exp
     return exp
 

@@ -1,15 +1,22 @@
-"""The result type of every experiment: a table of rows (claim, measured, expected, holds).
+"""The result type of every experiment: a table of rows with their verdicts and evidence.
 
-A :class:`Row` states one claim; ``holds`` is ``True`` / ``False`` for an asserted claim and
-``None`` for a row that is shown but not asserted (an observation, e.g. where a protocol departs
-from the theorem's setting). A :class:`Table` holds the rows of one experiment run plus the raw
-arrays its ``plot`` function draws (``data``), the size and the wall time.
+A :class:`Row` is one of three kinds:
+
+* a **claim**, with a verdict ``"holds"``, ``"does not hold"`` or ``"inconclusive"`` (see
+  :mod:`manifold_scores.experiments.protocol`) and its evidence (seeds, null band, controls,
+  optimisation certificate, convergence); ``holds`` is True / False / None accordingly;
+* a **control** (``holds`` is whether it passed): a failed control makes the study invalid;
+* an **observation**, shown but not asserted (``holds=None``).
+
+Rows built the short way, ``Row(claim, measured, expected, holds)``, are claims whose verdict is
+``holds`` (True / False), or observations (None). A :class:`Table` holds the rows of one run plus
+the raw arrays its ``plot`` function draws (``data``), the size and the wall time.
 
 Example:
     >>> from manifold_scores.experiments import Row, Table
     >>> t = Table("EX", "quick", (Row("slope is 2", 2.01, "2 +- 0.2", True),))
-    >>> t.ok, t.rows[0].measured_text
-    (True, '2.010')
+    >>> t.ok, t.valid, t.rows[0].verdict, t.rows[0].measured_text
+    (True, True, 'holds', '2.010')
 """
 
 from __future__ import annotations
@@ -23,6 +30,10 @@ import numpy as np
 
 SIZES = ("quick", "full")
 
+HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
+VERDICTS = (HOLDS, FAILS, INCONCLUSIVE)
+CLAIM, CONTROL, OBSERVATION = "claim", "control", "observation"
+
 
 def check_size(size: str) -> str:
     """Validate an experiment size (``"quick"`` or ``"full"``)."""
@@ -34,6 +45,8 @@ def check_size(size: str) -> str:
 def _fmt(value) -> str:
     if isinstance(value, str):
         return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return str(value)  # protocol.Rate / Spread print themselves
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
     if isinstance(value, (int, np.integer)):
@@ -48,15 +61,32 @@ def _fmt(value) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    """One claim: what is claimed, the measured value, the expectation, whether it holds.
+    """One row: a claim with its verdict, a control, or an observation (see the module).
 
-    ``holds=None`` marks an observation that is reported but not asserted.
+    ``holds=None`` with no verdict marks an observation that is reported but not asserted.
     """
 
     claim: str
     measured: Any
     expected: str
     holds: bool | None
+    verdict: str | None = None
+    kind: str = CLAIM
+    key: str | None = None
+    evidence: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in (CLAIM, CONTROL, OBSERVATION):
+            raise ValueError(f"kind must be one of claim, control, observation, got {self.kind!r}")
+        if self.kind == CLAIM and self.verdict is None:
+            if self.holds is None:
+                object.__setattr__(self, "kind", OBSERVATION)
+            else:
+                object.__setattr__(self, "verdict", HOLDS if self.holds else FAILS)
+        if self.verdict is not None and self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if self.key is None:
+            object.__setattr__(self, "key", self.claim)
 
     @property
     def measured_text(self) -> str:
@@ -64,14 +94,25 @@ class Row:
 
     @property
     def holds_text(self) -> str:
-        return "n/a" if self.holds is None else ("yes" if self.holds else "NO")
+        if self.kind == CONTROL:
+            return "control ok" if self.holds else "CONTROL FAILED"
+        if self.kind == OBSERVATION:
+            return "n/a"
+        return {HOLDS: "holds", FAILS: "does NOT hold", INCONCLUSIVE: "inconclusive"}[
+            self.verdict]
 
     def to_dict(self) -> dict:
         m = self.measured
         if not isinstance(m, str):
             m = _jsonable(m)
-        return {"claim": self.claim, "measured": m, "expected": self.expected,
-                "holds": None if self.holds is None else bool(self.holds)}
+        out = {"claim": self.claim, "measured": m, "expected": self.expected,
+               "holds": None if self.holds is None else bool(self.holds)}
+        if self.kind != CLAIM or self.evidence or self.key != self.claim:
+            out.update(kind=self.kind, key=self.key, verdict=self.verdict,
+                       evidence=_jsonable(self.evidence))
+        elif self.verdict is not None:
+            out["verdict"] = self.verdict
+        return out
 
 
 def _jsonable(obj):
@@ -79,6 +120,10 @@ def _jsonable(obj):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {**_jsonable(dataclasses.asdict(obj)), "text": str(obj)}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)  # JSON has no inf / nan
     if isinstance(obj, (np.ndarray, np.generic)) or hasattr(obj, "__array__"):
         arr = np.asarray(obj)
         return arr.tolist() if arr.ndim else arr.item()
@@ -98,12 +143,22 @@ class Table:
 
     @property
     def ok(self) -> bool:
-        """True when no asserted claim fails."""
+        """True when no claim is "does not hold" and no control failed."""
         return all(r.holds is not False for r in self.rows)
+
+    @property
+    def valid(self) -> bool:
+        """True when every control passed: the study can support its verdicts."""
+        return all(r.holds for r in self.rows if r.kind == CONTROL)
+
+    @property
+    def verdicts(self) -> dict[str, str]:
+        """``key -> verdict`` of every claim row."""
+        return {r.key: r.verdict for r in self.rows if r.kind == CLAIM}
 
     def to_dict(self, with_data: bool = False) -> dict:
         out = {"experiment": self.experiment, "title": self.title, "size": self.size,
-               "seconds": round(self.seconds, 2), "ok": self.ok,
+               "seconds": round(self.seconds, 2), "ok": self.ok, "valid": self.valid,
                "rows": [r.to_dict() for r in self.rows]}
         if with_data:
             out["data"] = _jsonable(self.data)
@@ -121,10 +176,11 @@ class Table:
 
 
 def format_rows(rows) -> str:
-    """Align ``(experiment, Row)`` pairs as ``exp | claim | measured | expected | holds``."""
+    """Align ``(experiment, Row)`` pairs as ``exp | claim | measured | expected | verdict``."""
     cols = [("exp", [e for e, _ in rows]), ("claim", [r.claim for _, r in rows]),
             ("measured", [r.measured_text for _, r in rows]),
-            ("expected", [r.expected for _, r in rows]), ("holds", [r.holds_text for _, r in rows])]
+            ("expected", [r.expected for _, r in rows]),
+            ("verdict", [r.holds_text for _, r in rows])]
     widths = [max(len(h), *(len(v) for v in vals)) if vals else len(h) for h, vals in cols]
     lines = [" | ".join(h.ljust(w) for (h, _), w in zip(cols, widths, strict=True))]
     lines.append("-+-".join("-" * w for w in widths))

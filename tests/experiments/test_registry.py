@@ -48,7 +48,7 @@ def test_table_json_and_text(dummy):
     table = ms.experiments.run("DUMMY", "quick")
     payload = json.loads(table.to_json(with_data=True))
     assert payload["rows"][0] == {"claim": "two is two", "measured": 2.0, "expected": "2",
-                                  "holds": True}
+                                  "holds": True, "verdict": "holds"}
     assert payload["rows"][1]["holds"] is None and payload["data"] == {"x": [1.0, 2.0]}
     text = table.format()
     assert "claim" in text and "two is two" in text and "n/a" in text and "2.000" in text
