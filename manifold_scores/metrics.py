@@ -5,16 +5,20 @@ time), so ``1e5 x 1e5`` pairs fit in the memory of a small CPU; ``chunk_size=Non
 one block (the reference the tests compare the chunked path with). Definitions (DESIGN.md
 section 4):
 
-- distance to a manifold: ``dist(x, M)`` per sample (a union of subspaces for a MoLRG);
+- distance to a manifold: ``dist(x, M)`` per sample (a union of subspaces for a MoLRG); NaN
+  for a NaN sample;
 - subspace recovery: ``min over permutations pi of max_k |U_hat_k U_hat_k^T - U_pi(k) U_pi(k)^T|_F``
   (bottleneck assignment), and the mean under the sum-optimal assignment
   (:func:`scipy.optimize.linear_sum_assignment`);
 - memorisation fraction: share of samples with ``d1 / d2 < 1/3`` (nearest and second-nearest
-  training distances); generalisation score ``1 -`` that;
+  distinct training distances; NaN if a sample is not finite); generalisation score ``1 -``
+  that;
 - MMD^2: unbiased, sum of RBF kernels ``exp(-|a - b|^2 / (2 h^2))`` over bandwidths ``h``;
-- sliced Wasserstein: ``(mean over directions of W_p^p)^(1/p)``;
+- sliced Wasserstein: ``(mean over directions of W_p^p)^(1/p)`` (``p = inf``: the max
+  over directions of ``W_inf``);
 - score error profile: ``E |s_hat - s|^2 / E |s|^2`` at each noise level;
-- Jacobian rank: smallest ``r`` with ``sqrt(sum_{i<=r} s_i^2) > 0.99 |J|_F``;
+- Jacobian rank: smallest ``r`` with ``sqrt(sum_{i<=r} s_i^2) > 0.99 |J|_F`` (NaN for a
+  non-finite Jacobian);
 - angle total variation: ``(1/2) sum_bins |p_hat - p|`` between angle histograms.
 
 Example:
@@ -26,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -117,7 +122,8 @@ def distance_to_manifold(manifold, x, *, chunk_size: int | None = DEFAULT_CHUNK)
         chunk_size: rows per block (``None``: one block).
 
     Returns:
-        ``(n,)`` distances.
+        ``(n,)`` distances: NaN for a sample with a NaN coordinate, ``inf`` for one with an
+        infinite coordinate (a diverged sampler never looks close to the manifold).
 
     Example:
         >>> import jax.numpy as jnp, manifold_scores as ms
@@ -131,7 +137,15 @@ def distance_to_manifold(manifold, x, *, chunk_size: int | None = DEFAULT_CHUNK)
         fn = _union_of_subspaces_distance(jnp.asarray(manifold.bases, x.dtype))
     else:
         raise ValueError("manifold must have a distance(x) method or subspace bases (a MoLRG)")
-    return _map_rows(jax.vmap(fn), x, chunk_size)
+
+    def checked(xi):
+        # Curved manifolds project through angles and clipped ratios, which map NaN and inf
+        # onto a point of the manifold (distance 0): decide on the raw coordinates instead.
+        dist = fn(xi)
+        dist = jnp.where(jnp.any(jnp.isinf(xi)), jnp.asarray(jnp.inf, dist.dtype), dist)
+        return jnp.where(jnp.any(jnp.isnan(xi)), jnp.asarray(jnp.nan, dist.dtype), dist)
+
+    return _map_rows(jax.vmap(checked), x, chunk_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,18 +231,62 @@ def subspace_recovery(bases_hat, bases) -> SubspaceRecovery:
 # ---------------------------------------------------------------------------------------------
 
 
-def nearest_distances(x, train, *, chunk_size: int | None = DEFAULT_CHUNK) -> jax.Array:
-    """Distances from each ``x_i`` to its nearest and second-nearest training points, ``(n, 2)``.
+def _mix32(h):
+    """MurmurHash3's 32-bit finaliser: every input bit affects every output bit."""
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * jnp.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
 
-    Streams over chunks of both sets (running top-2), then recomputes the two winners as exact
-    differences (the matmul expansion loses digits for near-duplicates).
+
+@jax.jit
+def _first_copies(points) -> jax.Array:
+    """``(m,)`` booleans: True for one row of every group of identical rows.
+
+    Rows are sorted by two 32-bit hashes of their bit patterns (integer arithmetic: identical
+    rows hash identically whatever the reduction order) and compared exactly with their sorted
+    neighbour, so distinct rows are never merged; ``O(m d)`` plus a two-key sort, where a
+    lexicographic sort over ``d`` keys compiles in time growing with ``d``. NaN rows are never
+    copies of anything; ``-0.0`` and ``0.0`` are the same value.
+    """
+    m = points.shape[0]
+    points = jnp.where(points == 0, jnp.zeros_like(points), points)
+    uint = {2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[points.dtype.itemsize]
+    bits = jax.lax.bitcast_convert_type(points, uint).reshape(m, -1).astype(jnp.uint32)
+    seeds = jax.random.bits(jax.random.key(0), (2, bits.shape[1]), jnp.uint32)
+    h1, h2 = (jnp.sum(_mix32(bits ^ seeds[i]), axis=1, dtype=jnp.uint32) for i in range(2))
+    order = jnp.lexsort((h2, h1))
+    rows = points[order]
+    repeat = jnp.concatenate([jnp.zeros((1,), bool), jnp.all(rows[1:] == rows[:-1], axis=1)])
+    return jnp.zeros((m,), bool).at[order].set(~repeat)
+
+
+def nearest_distances(x, train, *, chunk_size: int | None = DEFAULT_CHUNK) -> jax.Array:
+    """Distances from each ``x_i`` to its nearest and second-nearest *distinct* training points,
+    ``(n, 2)``.
+
+    Exact copies in ``train`` count once (the training set is deduplicated first), so a sample
+    equal to a duplicated training point has distances ``(0, d2 > 0)``, not ``(0, 0)``. Streams
+    over chunks of both sets (running top-2), then recomputes the two winners as exact
+    differences (the matmul expansion loses digits for near-duplicates). A sample with a NaN
+    coordinate gets NaN distances; ``inf`` where no second distinct point exists (under
+    ``jit``; eagerly, ``train`` must hold at least two distinct points).
     """
     x, train = _as_batch(x, "x"), _as_batch(train, "train")
-    if train.shape[0] < 2:
-        raise ValueError("train must have at least 2 points")
     if x.shape[1] != train.shape[1]:
         raise ValueError(f"x and train dimensions differ: {x.shape[1]} vs {train.shape[1]}")
+    keep = _first_copies(train)
+    if train.shape[0] < 2 or (not isinstance(keep, jax.core.Tracer) and int(jnp.sum(keep)) < 2):
+        raise ValueError("train must hold at least 2 distinct points")
+    return _nearest_distinct(x, train, keep, chunk_size)
+
+
+@functools.partial(jax.jit, static_argnums=(3,))
+def _nearest_distinct(x, train, keep, chunk_size):
     tb, tmask = _chunks(train, chunk_size)
+    kb, _ = _chunks(keep[:, None], chunk_size)
+    tmask = tmask & kb[..., 0]
     tc = tb.shape[1]
     inf = jnp.asarray(jnp.inf, x.dtype)
 
@@ -245,9 +303,12 @@ def nearest_distances(x, train, *, chunk_size: int | None = DEFAULT_CHUNK) -> ja
 
         init = (jnp.full((xb.shape[0], 2), inf), jnp.zeros((xb.shape[0], 2), jnp.int32))
         starts = jnp.arange(tb.shape[0], dtype=jnp.int32) * tc
-        (_, idx), _ = jax.lax.scan(body, init, (tb, tmask, starts))
+        (vals, idx), _ = jax.lax.scan(body, init, (tb, tmask, starts))
         diff = xb[:, None, :] - train[idx]
-        return jnp.sort(jnp.sqrt(jnp.sum(diff * diff, -1)), axis=1)
+        exact = jnp.sqrt(jnp.sum(diff * diff, -1))
+        # no candidate left (one distinct point under jit): not the sentinel index's distance
+        exact = jnp.where(jnp.isposinf(vals), inf, exact)
+        return jnp.sort(exact, axis=1)
 
     return _map_rows(rows, x, chunk_size)
 
@@ -256,14 +317,29 @@ def memorization_fraction(samples, train, *, threshold: float = 1.0 / 3.0,
                           chunk_size: int | None = DEFAULT_CHUNK) -> jax.Array:
     """Share of samples whose nearest / second-nearest training distance is below ``1/3``.
 
+    Distances are to *distinct* training points (:func:`nearest_distances` deduplicates
+    ``train``): an exact copy of a training point counts as memorised even when that point is
+    duplicated. A non-finite sample (or distance) makes the fraction NaN: a diverged sampler
+    is neither memorising nor generalising.
+
     Example:
         >>> import jax, manifold_scores as ms
         >>> train = jax.random.normal(jax.random.key(0), (50, 3))
         >>> float(ms.metrics.memorization_fraction(train[:10] + 1e-4, train))
         1.0
     """
+    _check_threshold(threshold)
     d = nearest_distances(samples, train, chunk_size=chunk_size)
-    return jnp.mean(d[:, 0] < threshold * d[:, 1])
+    hit = (d[:, 0] < threshold * d[:, 1]).astype(d.dtype)
+    return jnp.mean(jnp.where(jnp.all(jnp.isfinite(d), axis=1), hit, jnp.nan))
+
+
+def _check_threshold(threshold) -> None:
+    if isinstance(threshold, jax.core.Tracer):
+        return
+    value = float(threshold)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"threshold must lie in (0, 1], got {value}")
 
 
 def generalization_score(samples, train, *, threshold: float = 1.0 / 3.0,
@@ -339,18 +415,30 @@ def mmd(x, y, bandwidths=None, *, chunk_size: int | None = DEFAULT_CHUNK) -> jax
     return kxx + kyy - 2.0 * kxy
 
 
+def _step_quantile_indices(n: int, m: int):
+    """Indices into two sorted samples of sizes ``n`` and ``m`` on every piece of the merged
+    step quantile functions: ``F^-1(u) = x_(floor(u n))`` is constant between multiples of
+    ``1/n``, so the pieces are cut at every ``i/n`` and ``j/m`` (in exact integer units of
+    ``1/(n m)``: float ratios would leave slivers at equal cuts such as 1/3 and 2/6)."""
+    cuts = np.union1d(np.arange(n + 1, dtype=np.int64) * m, np.arange(m + 1, dtype=np.int64) * n)
+    mid2 = cuts[:-1] + cuts[1:]  # twice the midpoint of each piece
+    return mid2 // (2 * m), mid2 // (2 * n)
+
+
 def sliced_wasserstein(key, x, y, num_projections: int = 128, p: float = 2.0, *,
                        directions=None, chunk_size: int | None = 32) -> jax.Array:
     """Sliced Wasserstein distance ``(mean over directions of W_p^p)^(1/p)``.
 
     Each 1-D ``W_p`` compares sorted projections; unequal sizes compare the two quantile
-    functions on ``max(n, m)`` midpoint levels.
+    functions on ``max(n, m)`` midpoint levels. ``p = inf`` gives the max-sliced
+    ``max over directions of W_inf``, with ``W_inf`` the largest gap between the two step
+    quantile functions (exact for unequal sizes too).
 
     Args:
         key: PRNG key for uniform random directions (ignored with ``directions``).
         x: ``(n, d)``; y: ``(m, d)``.
-        num_projections: number of random directions.
-        p: order ``>= 1``.
+        num_projections: number of random directions, ``>= 1``.
+        p: order ``>= 1``, or ``inf``.
         directions: optional ``(P, d)`` directions (normalised here), e.g. coordinate axes.
         chunk_size: directions per block.
 
@@ -363,16 +451,34 @@ def sliced_wasserstein(key, x, y, num_projections: int = 128, p: float = 2.0, *,
     x, y = _as_batch(x, "x"), _as_batch(y, "y")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y dimensions differ: {x.shape[1]} vs {y.shape[1]}")
-    if p < 1:
-        raise ValueError(f"p must be >= 1, got {p}")
+    p = float(p)
+    if not p >= 1:
+        raise ValueError(f"p must be >= 1 (or inf), got {p}")
     dtype = jnp.result_type(x, y)
     if directions is None:
-        directions = jax.random.normal(key, (num_projections, x.shape[1]), dtype)
+        if isinstance(num_projections, bool) or not isinstance(num_projections,
+                                                                (int, np.integer)) \
+                or num_projections < 1:
+            raise ValueError(f"num_projections must be a positive integer, got "
+                             f"{num_projections!r}")
+        directions = jax.random.normal(key, (int(num_projections), x.shape[1]), dtype)
     directions = jnp.asarray(directions, dtype)
-    if directions.ndim != 2 or directions.shape[1] != x.shape[1]:
-        raise ValueError(f"directions must have shape (P, {x.shape[1]}), got {directions.shape}")
+    if directions.ndim != 2 or directions.shape[1] != x.shape[1] or directions.shape[0] < 1:
+        raise ValueError(f"directions must have shape (P, {x.shape[1]}) with P >= 1, got "
+                         f"{directions.shape}")
     directions = directions / jnp.linalg.norm(directions, axis=1, keepdims=True)
     n, m = x.shape[0], y.shape[0]
+
+    if math.isinf(p):
+        ix, iy = _step_quantile_indices(n, m)
+
+        def one(v):
+            px = jnp.sort(jnp.dot(x, v, precision=HIGHEST))
+            py = jnp.sort(jnp.dot(y, v, precision=HIGHEST))
+            return jnp.max(jnp.abs(px[ix] - py[iy]))
+
+        return jnp.max(_map_rows(jax.vmap(one), directions, chunk_size))
+
     k = max(n, m)
     levels = (jnp.arange(k, dtype=dtype) + 0.5) / k
 
@@ -444,7 +550,10 @@ def score_error_profile(key, learned: Callable, exact: Callable, data, levels, p
 def jacobian_rank(jac, energy: float = 0.99) -> jax.Array:
     """Numerical rank: smallest ``r`` with ``sqrt(sum_{i<=r} s_i^2) > energy |J|_F``.
 
-    Batched over leading axes of ``jac`` ``(..., m, n)``; a zero matrix has rank 0.
+    Batched over leading axes of ``jac`` ``(..., m, n)``; a zero matrix has rank 0, and
+    ``energy = 1`` counts the non-zero singular values. Returns floats (whole numbers) so that
+    a Jacobian with a NaN or infinite entry has rank NaN instead of a plausible count;
+    ``energy`` must lie in ``(0, 1]``.
 
     Example:
         >>> import jax.numpy as jnp, manifold_scores as ms
@@ -454,10 +563,24 @@ def jacobian_rank(jac, energy: float = 0.99) -> jax.Array:
     jac = jnp.asarray(jac)
     if jac.ndim < 2:
         raise ValueError(f"jac must have shape (..., m, n), got {jac.shape}")
-    s2 = jnp.linalg.svd(jac, compute_uv=False) ** 2
+    if not isinstance(energy, jax.core.Tracer) and not 0.0 < float(energy) <= 1.0:
+        raise ValueError(f"energy must lie in (0, 1], got {float(energy)}")
+    if not jnp.issubdtype(jac.dtype, jnp.floating):
+        jac = jac.astype(jnp.result_type(float))
+    return _jacobian_rank(jac, energy)
+
+
+@jax.jit
+def _jacobian_rank(jac, energy):
+    finite = jnp.all(jnp.isfinite(jac), axis=(-2, -1))
+    # the SVD of a non-finite matrix is garbage (LAPACK may return zeros): feed it zeros
+    s2 = jnp.linalg.svd(jnp.where(finite[..., None, None], jac, 0.0), compute_uv=False) ** 2
     total = jnp.sum(s2, -1, keepdims=True)
     frac = jnp.cumsum(s2, -1) / jnp.where(total > 0, total, 1.0)
-    return jnp.where(total[..., 0] > 0, jnp.sum(frac <= energy**2, -1) + 1, 0)
+    # Never more than the non-zero singular values: that caps the count at energy = 1 (where
+    # the rule's strict ">" can only be met by rounding) and gives rank 0 for a zero matrix.
+    rank = jnp.minimum(jnp.sum(frac <= energy**2, -1) + 1, jnp.sum(s2 > 0, -1))
+    return jnp.where(finite, rank.astype(jac.dtype), jnp.nan)
 
 
 # ---------------------------------------------------------------------------------------------

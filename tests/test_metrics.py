@@ -186,3 +186,120 @@ def test_metrics_validate_shapes():
         metrics.subspace_recovery(np.zeros((2, 3)), np.zeros((2, 3, 1)))
     with pytest.raises(ValueError, match="dimensions"):
         metrics.sliced_wasserstein(jax.random.key(0), jnp.zeros((3, 2)), jnp.zeros((3, 1)))
+
+
+# ---------------------------------------------------------------------------------------------
+# No silent wrong answers: non-finite samples, duplicates, out-of-range options
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["sphere", "circle", "flat_torus", "ring_torus", "ellipse",
+                                  "molrg"])
+def test_distance_to_manifold_of_non_finite_samples_is_not_zero(name):
+    key = jax.random.key(0)
+    manifold = {
+        "sphere": lambda: ms.Sphere(dim=4, intrinsic_dim=2, key=key),
+        "circle": lambda: ms.Circle(dim=4, key=key),
+        "flat_torus": lambda: ms.FlatTorus(dim=4, radii=(1.0, 0.5), key=key),
+        "ring_torus": lambda: ms.RingTorus(dim=4, key=key),
+        "ellipse": lambda: ms.Ellipse(dim=4, axes=(2.0, 1.0), key=key),
+        "molrg": lambda: ms.MoLRG.random(key, dim=4, rank=2, num_components=2),
+    }[name]()
+    good = jnp.full((4,), 3.0)
+    x = jnp.stack([good, good.at[1].set(jnp.nan), good.at[2].set(jnp.inf),
+                   good.at[0].set(-jnp.inf).at[3].set(jnp.nan)])
+    d = np.asarray(metrics.distance_to_manifold(manifold, x, chunk_size=3))
+    ref = (np.asarray(metrics.distance_to_manifold(manifold, good[None]))[0]
+           if name == "molrg" else float(manifold.distance(good)))
+    assert d[0] == pytest.approx(ref, rel=1e-6) and d[0] > 0
+    assert np.isnan(d[1]) and d[2] == np.inf and np.isnan(d[3])
+
+
+def test_memorisation_counts_copies_of_duplicated_training_points(x64):
+    train = jax.random.normal(jax.random.key(0), (30, 3))
+    # every point twice, one three times, and a -0.0 copy of a point with a zero coordinate
+    train = train.at[0, 1].set(0.0)
+    dup = jnp.concatenate([train, train, train[:1].at[0, 1].set(-0.0), train[5:6]])
+    xs = jnp.concatenate([train[:8], jax.random.normal(jax.random.key(1), (9, 3))])
+    # distances to distinct points equal those to the deduplicated set (dense NumPy search)
+    ref = np.sort(np.linalg.norm(np.asarray(xs)[:, None] - np.unique(np.asarray(dup), axis=0)[None],
+                                 axis=-1), axis=1)[:, :2]
+    assert np.all(ref[:8, 0] == 0) and np.all(ref[:, 1] > 0)
+    np.testing.assert_allclose(metrics.nearest_distances(xs, dup, chunk_size=7), ref, rtol=1e-12)
+    # the 8 copies count as memorised, also under jit (where the training set is traced)
+    expected = np.mean(ref[:, 0] < ref[:, 1] / 3)
+    assert expected >= 8 / 17
+    assert float(metrics.memorization_fraction(xs, dup, chunk_size=7)) == expected
+    assert float(metrics.generalization_score(xs, dup, chunk_size=7)) == 1 - expected
+    assert float(jax.jit(metrics.memorization_fraction)(xs, dup)) == expected
+    with pytest.raises(ValueError, match="train must hold at least 2 distinct points"):
+        metrics.memorization_fraction(xs, jnp.ones((5, 3)))
+
+
+def test_memorisation_of_non_finite_samples_is_nan():
+    train = jax.random.normal(jax.random.key(0), (40, 3))
+    samples = jnp.concatenate([train[:4] + 1e-4, jax.random.normal(jax.random.key(1), (4, 3))])
+    assert np.isfinite(float(metrics.memorization_fraction(samples, train)))
+    for bad in (jnp.nan, jnp.inf):
+        diverged = samples.at[5, 0].set(bad)
+        assert np.isnan(float(metrics.memorization_fraction(diverged, train)))
+        assert np.isnan(float(metrics.generalization_score(diverged, train)))
+    assert np.isnan(float(metrics.memorization_fraction(jnp.full((4, 3), jnp.nan), train)))
+    for threshold in (0.0, -1.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="threshold must lie in"):
+            metrics.memorization_fraction(samples, train, threshold=threshold)
+
+
+def test_jacobian_rank_of_non_finite_jacobian_is_nan_and_energy_is_checked():
+    good = jnp.diag(jnp.array([10.0, 2.0, 1.0, 0.01]))
+    ranks = metrics.jacobian_rank(jnp.stack([good, good.at[1, 2].set(jnp.nan),
+                                             good.at[0, 0].set(jnp.inf), jnp.zeros((4, 4))]))
+    r = np.asarray(ranks)
+    assert r[0] == 2 and np.isnan(r[1]) and np.isnan(r[2]) and r[3] == 0
+    assert np.isnan(float(metrics.jacobian_rank(jnp.full((3, 3), jnp.nan))))
+    for energy in (1.5, 0.0, -0.5, float("nan")):
+        with pytest.raises(ValueError, match="energy must lie in"):
+            metrics.jacobian_rank(jnp.eye(3), energy)
+    # energy = 1: the number of non-zero singular values, never more than min(m, n)
+    assert int(metrics.jacobian_rank(jnp.eye(3), 1.0)) == 3
+    assert int(metrics.jacobian_rank(jnp.diag(jnp.array([3.0, 1e-3, 0.0])), 1.0)) == 2
+    assert int(metrics.jacobian_rank(jnp.zeros((2, 5)).at[0, 3].set(2.0), 1.0)) == 1
+
+
+def _w_inf_reference(a, b):
+    """Largest gap between two empirical quantile functions, on a fine grid of levels."""
+    u = (np.arange(200_000) + 0.5) / 200_000
+    qa = np.sort(a)[np.minimum((u * len(a)).astype(int), len(a) - 1)]
+    qb = np.sort(b)[np.minimum((u * len(b)).astype(int), len(b) - 1)]
+    return float(np.max(np.abs(qa - qb)))
+
+
+def test_sliced_wasserstein_p_inf_is_the_max_over_directions_of_w_inf(x64):
+    x = jax.random.normal(jax.random.key(0), (200, 1))
+    # a shift of 5: W_inf = 5 for every pair of sizes
+    for m in (200, 150, 7):
+        got = float(metrics.sliced_wasserstein(None, x, x[:m] + 5.0,
+                                               directions=jnp.ones((1, 1)), p=jnp.inf))
+        ref = _w_inf_reference(np.asarray(x[:, 0]), np.asarray(x[:m, 0]) + 5.0)
+        assert got == pytest.approx(ref, abs=1e-12)
+    assert float(metrics.sliced_wasserstein(None, x, x + 5.0, directions=jnp.ones((1, 1)),
+                                            p=float("inf"))) == pytest.approx(5.0, abs=1e-12)
+    # several directions: the maximum over them of the 1-D W_inf (by sorting each axis)
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(60, 3)), rng.normal(size=(45, 3)) * np.array([1.0, 3.0, 0.5])
+    got = float(metrics.sliced_wasserstein(None, jnp.asarray(a), jnp.asarray(b), p=np.inf,
+                                           directions=jnp.eye(3), chunk_size=2))
+    ref = max(_w_inf_reference(a[:, i], b[:, i]) for i in range(3))
+    assert got == pytest.approx(ref, abs=1e-12)
+
+
+def test_sliced_wasserstein_validates_its_options():
+    x = jnp.zeros((5, 2))
+    for n in (-3, 0, 2.5):
+        with pytest.raises(ValueError, match="num_projections must be a positive integer"):
+            metrics.sliced_wasserstein(jax.random.key(0), x, x + 1.0, num_projections=n)
+    for p in (0.5, float("nan")):
+        with pytest.raises(ValueError, match="p must be >= 1"):
+            metrics.sliced_wasserstein(jax.random.key(0), x, x + 1.0, p=p)
+    with pytest.raises(ValueError, match="directions must have shape"):
+        metrics.sliced_wasserstein(None, x, x, directions=jnp.zeros((0, 2)))
