@@ -134,8 +134,10 @@ def _check_writable_directory(directory: str, what: str) -> None:
 def check_output_paths(json_path: str | None, plots: str | None) -> None:
     """``ValueError`` naming the argument if the results could not be written after the run."""
     if json_path is not None:
-        if not json_path or os.path.isdir(json_path):
-            raise ValueError(f"argument --json: {json_path!r} is not a file name")
+        if not json_path:
+            raise ValueError("argument --json: the file name is empty")
+        if os.path.isdir(json_path):
+            raise ValueError(f"argument --json: {json_path!r} is a directory, not a file name")
         directory = os.path.dirname(os.path.abspath(json_path))
         _check_writable_directory(directory, "argument --json")
     if plots is not None:
