@@ -25,6 +25,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -184,12 +186,80 @@ def _check_target(target):
         raise ValueError(f"target must be one of {PARAMETERISATIONS}, got {target!r}")
 
 
+def _resolve_target(params, target):
+    """The parameterisation a model predicts: ``params.target`` where the parameters carry one
+    (a model's own parameters), else ``target`` (default ``"score"``, for plain PyTrees).
+
+    An explicit ``target`` that contradicts ``params.target`` is refused: scoring an x0 model
+    as a score model gives a finite, wrong loss.
+    """
+    carried = getattr(params, "target", None)
+    if not isinstance(carried, str):
+        carried = None
+    if target is None:
+        target = "score" if carried is None else carried
+    elif carried is not None and target != carried:
+        raise ValueError(f"target={target!r} contradicts the parameters' own target "
+                         f"(params.target={carried!r}); leave target out to use it")
+    _check_target(target)
+    return target
+
+
+def _check_process(process):
+    if not all(callable(getattr(process, attr, None)) for attr in ("alpha", "sigma")):
+        raise ValueError(f"process must be a noising process with alpha(t) and sigma(t), such as "
+                         f"ms.VP(), got {process!r}")
+
+
+def _check_interval(process, t_min, t_max):
+    """``t_min < t_max`` inside the process's time domain, both scalars (when concrete)."""
+    for name, value in (("t_min", t_min), ("t_max", t_max)):
+        _checks.check_scalar(value, name)
+    check = getattr(process, "check_interval", None)
+    if callable(check):
+        check(t_min, t_max)
+    elif _checks.is_concrete(t_min) and _checks.is_concrete(t_max) and \
+            not float(t_min) < float(t_max):
+        raise ValueError(f"t_min must be < t_max, got t_min={float(t_min):g}, "
+                         f"t_max={float(t_max):g}")
+
+
+def _check_time(process, t, name="t"):
+    """One time inside the process's time domain (when concrete)."""
+    domain = getattr(process, "time_domain", None)
+    if domain is None or not _checks.is_concrete(t):
+        return
+    lo, hi, inclusive = domain
+    value = float(t)
+    below = value < lo if inclusive else value <= lo
+    if not math.isfinite(value) or below or value >= hi:
+        left = "[" if inclusive else "("
+        raise ValueError(f"{name} must lie in {left}{lo:g}, {hi:g}) for "
+                         f"{type(process).__name__}, got {value:g}")
+
+
+def _check_count(value, name, least=1, most=None) -> int:
+    """``value`` as an integer in ``[least, most]``, else a ``ValueError`` naming it."""
+    try:
+        count = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+    if count < least or (most is not None and count > most):
+        bound = f">= {least}" if most is None else f"in [{least}, {most}]"
+        raise ValueError(f"{name} must be an integer {bound}, got {count}")
+    return count
+
+
 def _noise(key, x0):
     keys = jax.random.split(key, x0.shape[0])
     return jax.vmap(lambda k: jax.random.normal(k, x0.shape[1:], x0.dtype))(keys)
 
 
 def _draw(key, x0, process, time_sampler, t_min, t_max):
+    _check_process(process)
+    # a time outside the domain gives a plausible but meaningless loss (VE at t < 0, say)
+    _check_interval(process, process.t_min if t_min is None else t_min,
+                    process.t_max if t_max is None else t_max)
     k_t, k_eps = jax.random.split(key)
     t = sample_times(k_t, x0.shape[0], process, time_sampler, t_min, t_max, dtype=x0.dtype)
     alpha, sigma = process.alpha(t).astype(x0.dtype), process.sigma(t).astype(x0.dtype)
@@ -232,7 +302,7 @@ def _regression(apply, params, target, weighting, process, t, alpha, sigma, xt, 
 # --------------------------------------------------------------------------------------------
 
 
-def dsm(key, apply: Callable, params: Any, x0, process, *, target: str = "score",
+def dsm(key, apply: Callable, params: Any, x0, process, *, target: str | None = None,
         weighting="sigma2", time_sampler="uniform", t_min=None, t_max=None,
         reduction: str = "mean"):
     """Denoising score matching ``E_t lambda(t) E |s(x_t, t) + eps / sigma|^2``.
@@ -244,15 +314,18 @@ def dsm(key, apply: Callable, params: Any, x0, process, *, target: str = "score"
         params: its parameters (any PyTree; ``jax.grad`` differentiates through them).
         x0: clean data, shape ``(n, d)``.
         process: the noising process.
-        target: ``"score"``, ``"eps"``, ``"x0"`` or ``"v"``.
+        target: ``"score"``, ``"eps"``, ``"x0"`` or ``"v"``; default ``params.target`` where
+            the parameters carry one (the models' parameters do), else ``"score"``. A target
+            that contradicts ``params.target`` is a ``ValueError``.
         weighting: a name from :data:`WEIGHTINGS` or ``lambda(t, alpha, sigma, process)``,
             always on the score-space error (see the module docstring).
         time_sampler: ``"uniform"``, ``"stratified"``, ``"edm"`` or ``f(key, n) -> t``.
-        t_min, t_max: time interval (default: the process's).
+        t_min, t_max: time interval (default: the process's); ``t_min < t_max`` inside the
+            process's time domain.
         reduction: ``"mean"`` or ``"none"`` (per-sample terms, shape ``(n,)``).
     """
     x0 = _check_batch(x0)
-    _check_target(target)
+    target = _resolve_target(params, target)
     t, alpha, sigma, eps, xt = _draw(key, x0, process, time_sampler, t_min, t_max)
     a, s = alpha[:, None], sigma[:, None]
     goal = _target_value(target, x0, eps, xt, a, s)
@@ -262,6 +335,7 @@ def dsm(key, apply: Callable, params: Any, x0, process, *, target: str = "score"
 
 def _fixed_draw(key, x0, alpha, sigma, num_noise, antithetic):
     n = x0.shape[0]
+    num_noise = _check_count(num_noise, "num_noise")
     if antithetic:
         if num_noise % 2:
             raise ValueError(f"antithetic draws need an even num_noise, got {num_noise}")
@@ -273,7 +347,8 @@ def _fixed_draw(key, x0, alpha, sigma, num_noise, antithetic):
     return x0r, eps, alpha * x0r + sigma * eps
 
 
-def dsm_fixed_sigma(key, apply: Callable, params: Any, x0, process, t, *, target: str = "score",
+def dsm_fixed_sigma(key, apply: Callable, params: Any, x0, process, t, *,
+                    target: str | None = None,
                     weighting="sigma2", num_noise: int = 1, antithetic: bool = False,
                     reduction: str = "mean"):
     """DSM at one noise level ``(alpha(t), sigma(t))``, the form analysed for random-feature
@@ -281,8 +356,9 @@ def dsm_fixed_sigma(key, apply: Callable, params: Any, x0, process, t, *, target
     models: ``lambda(t) E_{x0, eps} |s(x_t, t) + eps / sigma|^2``.
 
     Args:
-        t: the (scalar) time; ``alpha(t), sigma(t)`` come from ``process`` (with
-            ``ms.EDM()``, ``t`` is ``sigma``).
+        t: the (scalar) time, inside the process's time domain; ``alpha(t), sigma(t)`` come
+            from ``process`` (with ``ms.EDM()``, ``t`` is ``sigma``). ``sigma(t) <= 0``,
+            ``alpha(t) < 0`` or NaN raise a ``ValueError`` (at run time under ``jit``).
         num_noise: noise draws per clean point; the draws of point ``i`` are rows
             ``i * num_noise ...`` of the noisy batch.
         antithetic: pair every draw ``eps`` with ``-eps`` (needs an even ``num_noise``): the term
@@ -290,11 +366,14 @@ def dsm_fixed_sigma(key, apply: Callable, params: Any, x0, process, t, *, target
         Others: as :func:`dsm`; ``reduction="none"`` gives ``n * num_noise`` terms.
     """
     x0 = _check_batch(x0)
-    _check_target(target)
+    target = _resolve_target(params, target)
+    _check_process(process)
     _checks.check_scalar(t, "t")
+    _check_time(process, t)
     t = jnp.asarray(t, x0.dtype)
-    alpha, sigma = process.alpha(t).astype(x0.dtype), process.sigma(t).astype(x0.dtype)
-    x0r, eps, xt = _fixed_draw(key, x0, alpha, sigma, int(num_noise), antithetic)
+    alpha, sigma = _checks.check_noise_levels(process.alpha(t).astype(x0.dtype),
+                                              process.sigma(t).astype(x0.dtype))
+    x0r, eps, xt = _fixed_draw(key, x0, alpha, sigma, num_noise, antithetic)
     goal = _target_value(target, x0r, eps, xt, alpha, sigma)
     m = xt.shape[0]
     ts, alphas, sigmas = (jnp.full((m,), v) for v in (t, alpha, sigma))
@@ -326,7 +405,7 @@ def dsm_constant(key, density, x0, process, *, weighting="sigma2", time_sampler=
 
 
 def esm(key, apply: Callable, params: Any, x0, process, reference: Callable, *,
-        target: str = "score", weighting="sigma2", time_sampler="uniform", t_min=None,
+        target: str | None = None, weighting="sigma2", time_sampler="uniform", t_min=None,
         t_max=None, reduction: str = "mean"):
     """Explicit score matching ``E_t lambda(t) E |s(x_t, t) - s_ref(x_t, t)|^2``.
 
@@ -334,7 +413,7 @@ def esm(key, apply: Callable, params: Any, x0, process, reference: Callable, *,
     ``x_t`` are drawn as in :func:`dsm` with the same key. Arguments as in :func:`dsm`.
     """
     x0 = _check_batch(x0)
-    _check_target(target)
+    target = _resolve_target(params, target)
     t, alpha, sigma, eps, xt = _draw(key, x0, process, time_sampler, t_min, t_max)
     ref = jax.vmap(reference)(xt, t)
     goal = jax.vmap(lambda r, x, a, s: convert(r, x, a, s, source="score", target=target))(
@@ -343,14 +422,23 @@ def esm(key, apply: Callable, params: Any, x0, process, reference: Callable, *,
                                goal), reduction)
 
 
+def _check_score_shape(shape, x_shape):
+    # a divergence needs a square Jacobian: the trace of a (d', d) one is a number, not div s
+    if tuple(shape) != tuple(x_shape):
+        raise ValueError(f"apply must return a score of the same shape as the point, "
+                         f"{tuple(x_shape)}, got {tuple(shape)}")
+
+
 def _divergence(fn, x, key, method, num_probes):
     """``div fn`` at ``x``: exact trace of the Jacobian, or Hutchinson with Rademacher probes."""
     if method == "exact":
-        out, jac = fn(x), jax.jacfwd(fn)(x)
-        return out, jnp.trace(jac)
+        out = fn(x)
+        _check_score_shape(out.shape, x.shape)
+        return out, jnp.trace(jax.jacfwd(fn)(x))
     keys = jax.random.split(key, num_probes)
     probes = jax.vmap(lambda k: jax.random.rademacher(k, x.shape, x.dtype))(keys)
     out, lin = jax.linearize(fn, x)
+    _check_score_shape(out.shape, x.shape)
     return out, jnp.mean(jax.vmap(lambda v: jnp.dot(v, lin(v)))(probes))
 
 
@@ -363,10 +451,10 @@ def ism(key, apply: Callable, params: Any, x, t=0.0, *, divergence="auto", num_p
 
     Args:
         key: PRNG key for Hutchinson probes (may be ``None`` for an exact divergence).
-        apply: ``apply(params, x, t) -> score`` on one point.
+        apply: ``apply(params, x, t) -> score`` on one point, of the point's shape ``(d,)``.
         params: its parameters.
-        x: points, shape ``(n, d)``.
-        t: scalar time, or ``(n,)`` times.
+        x: points, shape ``(n, d)`` (integers are promoted to the default float).
+        t: scalar time, or ``(n,)`` times (any other shape is a ``ValueError``).
         divergence: ``"exact"`` (trace of the Jacobian, ``d`` forward-mode passes),
             ``"hutchinson"`` (``num_probes`` Rademacher probes through one linearisation),
             ``"auto"`` (exact when ``d < exact_below``), or a callable
@@ -375,9 +463,17 @@ def ism(key, apply: Callable, params: Any, x, t=0.0, *, divergence="auto", num_p
     """
     x = _check_batch(x, "x")
     n, d = x.shape
+    if jnp.shape(t) not in ((), (n,)):
+        raise ValueError(f"t must be a scalar or have shape ({n},) (one time per point), got "
+                         f"shape {jnp.shape(t)}")
     t = jnp.broadcast_to(jnp.asarray(t, x.dtype), (n,))
+    num_probes = _check_count(num_probes, "num_probes")
     if callable(divergence):
         s, div = jax.vmap(divergence, (None, 0, 0))(params, x, t)
+        _check_score_shape(s.shape[1:], (d,))
+        if div.shape != (n,):
+            raise ValueError(f"divergence must return a scalar divergence per point, got shape "
+                             f"{div.shape[1:]}")
     else:
         method = ("exact" if d < exact_below else "hutchinson") if divergence == "auto" \
             else divergence

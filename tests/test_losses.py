@@ -17,6 +17,7 @@ import pytest
 
 import manifold_scores as ms
 from manifold_scores import losses
+from manifold_scores._pytree import pytree_dataclass, static_field
 from manifold_scores.scores import convert
 from tests.helpers import slow_except
 
@@ -195,3 +196,136 @@ def test_validation():
         losses.ism(None, apply, None, x0, divergence="trace")
     with pytest.raises(ValueError, match="key"):
         losses.ism(None, apply, None, x0, divergence="hutchinson")
+
+
+# ---------------------------------------------------------------------------------------------
+# No silent wrong answers
+# ---------------------------------------------------------------------------------------------
+
+# Run-time checks under jit raise through a host callback; its exception type is the runtime's.
+RUNTIME_ERRORS = (ValueError, RuntimeError)
+
+
+class _NegativeSigma(ms.Process):
+    """sigma(t) = t - 0.5: negative inside the (default) time domain for t < 0.5."""
+
+    t_min, t_max = 0.6, 1.0
+
+    def alpha(self, t):
+        return jnp.ones_like(jnp.asarray(t))
+
+    def sigma(self, t):
+        return jnp.asarray(t) - 0.5
+
+
+def test_dsm_fixed_sigma_refuses_invalid_noise_levels():
+    x0 = jax.random.normal(jax.random.key(0), (16, 3))
+    apply = lambda p, x, t: -p * x
+    key = jax.random.key(1)
+    for t in (-1.0, 0.0, float("nan")):  # EDM: t is sigma
+        with pytest.raises(ValueError, match="t must lie in"):
+            losses.dsm_fixed_sigma(key, apply, 0.5, x0, ms.EDM(), t)
+    with pytest.raises(ValueError, match="sigma must be positive"):
+        losses.dsm_fixed_sigma(key, apply, 0.5, x0, _NegativeSigma(), 0.3)
+    # traced: a run-time error, never the |sigma| answer or a NaN
+    f = jax.jit(lambda t: losses.dsm_fixed_sigma(key, apply, 0.5, x0, ms.EDM(), t))
+    assert np.isfinite(float(f(1.0)))
+    for t in (-1.0, 0.0, float("nan")):
+        with pytest.raises(RUNTIME_ERRORS, match="sigma must be positive"):
+            jax.block_until_ready(f(t))
+    for num_noise in (0, -2, 2.5):
+        with pytest.raises(ValueError, match="num_noise must be an integer"):
+            losses.dsm_fixed_sigma(key, apply, 0.5, x0, ms.EDM(), 1.0, num_noise=num_noise,
+                                   antithetic=True)
+
+
+def test_time_interval_is_checked_against_the_process():
+    x0 = jax.random.normal(jax.random.key(0), (16, 3))
+    apply = lambda p, x, t: -p * x
+    key = jax.random.key(1)
+    for proc, kw, match in [
+        (ms.VE(), dict(t_min=-0.5), "t_min must lie in"),
+        (ms.VP(), dict(t_min=0.0), "t_min must lie in"),
+        (ms.VP(), dict(t_max=float("nan")), "t_max must lie in"),
+        (ms.CosineVP(), dict(t_max=1.0), "t_max must lie in"),
+        (ms.VE(), dict(t_min=0.8, t_max=0.2), "t_min must be < t_max"),
+        (ms.VE(), dict(t_min=jnp.zeros(2)), "t_min must be a scalar"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            losses.dsm(key, apply, 0.5, x0, proc, **kw)
+        with pytest.raises(ValueError, match=match):
+            losses.esm(key, apply, 0.5, x0, proc, lambda x, t: -x, **kw)
+        with pytest.raises(ValueError, match=match):
+            losses.dsm_constant(key, ms.Empirical(x0), x0, proc, **kw)
+    assert np.isfinite(float(jax.jit(lambda x: losses.dsm(key, apply, 0.5, x, ms.VE(), t_min=0.0,
+                                                          t_max=0.5))(x0)))
+    for fn in (lambda: losses.dsm(key, apply, 0.5, x0, None),
+               lambda: losses.dsm_fixed_sigma(key, apply, 0.5, x0, None, 0.5)):
+        with pytest.raises(ValueError, match="process must be a noising process"):
+            fn()
+
+
+@pytree_dataclass
+class _X0Params:
+    """Parameters of a model predicting the clean point, as the models' parameters say."""
+
+    w: jax.Array
+    target: str = static_field(default="x0")
+
+
+def test_losses_take_the_target_from_the_parameters(x64):
+    proc = ms.VP()
+    params = _X0Params(jnp.asarray(0.7))
+    x0 = jax.random.normal(jax.random.key(2), (64, 3))
+    key = jax.random.key(3)
+    x0_model = lambda p, x, t: p.w * x if isinstance(p, _X0Params) else p["w"] * x
+    # reference: the same model written as a score, (alpha x0_hat - x) / sigma^2, plain PyTree
+    score_model = lambda p, x, t: (proc.alpha(t) * p["w"] * x - x) / proc.sigma(t) ** 2
+    plain = {"w": params.w}
+
+    @jax.jit
+    def both(params, plain):
+        kw = dict(t_min=0.05)
+        return (jnp.stack([losses.dsm(key, x0_model, params, x0, proc, **kw),
+                           losses.dsm_fixed_sigma(key, x0_model, params, x0, proc, 0.3),
+                           losses.dsm(key, x0_model, params, x0, proc, target="x0", **kw),
+                           losses.dsm(key, x0_model, plain, x0, proc, target="x0", **kw)]),
+                jnp.stack([losses.dsm(key, score_model, plain, x0, proc, **kw),
+                           losses.dsm_fixed_sigma(key, score_model, plain, x0, proc, 0.3),
+                           losses.dsm(key, x0_model, plain, x0, proc, **kw)]))
+
+    got, ref = (np.asarray(v) for v in both(params, plain))
+    # the x0 model, its agreeing explicit target and a plain PyTree told "x0": one loss
+    np.testing.assert_allclose(got[[0, 2, 3]], ref[0], rtol=1e-10)
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-10)
+    assert abs(ref[2] / ref[0] - 1) > 0.1  # x0 predictions read as scores: another number
+    # an explicit target that contradicts the parameters' own
+    for fn in (lambda: losses.dsm(key, x0_model, params, x0, proc, target="score"),
+               lambda: losses.dsm_fixed_sigma(key, x0_model, params, x0, proc, 0.3,
+                                              target="eps"),
+               lambda: losses.esm(key, x0_model, params, x0, proc, lambda x, t: -x,
+                                  target="v")):
+        with pytest.raises(ValueError, match="contradicts the parameters' own target"):
+            fn()
+
+
+def test_ism_checks_shapes():
+    x = jax.random.normal(jax.random.key(0), (8, 3))
+    doubled = lambda p, y, t: jnp.concatenate([y, y])
+    for method in ("exact", "hutchinson"):
+        with pytest.raises(ValueError, match="apply must return a score of the same shape"):
+            losses.ism(jax.random.key(1), doubled, None, x, divergence=method)
+    with pytest.raises(ValueError, match="apply must return a score of the same shape"):
+        losses.ism(None, None, None, x, divergence=lambda p, y, t: (y[:2], jnp.sum(y)))
+    apply = lambda p, y, t: -y * (1.0 + t)
+    for t in (jnp.ones(3), jnp.ones((8, 2)), jnp.ones((1,))):
+        with pytest.raises(ValueError, match=r"t must be a scalar or have shape \(8,\)"):
+            losses.ism(None, apply, None, x, t, divergence="exact")
+    # per-point times and integer points still work: s = -(1 + t) y, div s = -3 (1 + t)
+    xi = jnp.arange(24).reshape(8, 3) % 5 - 2
+    t = jnp.linspace(0.0, 1.0, 8)
+    got = jax.jit(lambda x, t: losses.ism(None, apply, None, x, t, divergence="exact",
+                                          reduction="none"))(xi, t)
+    y = np.asarray(xi, np.float64)
+    ref = 0.5 * (1 + np.asarray(t)) ** 2 * np.sum(y * y, 1) - 3 * (1 + np.asarray(t))
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
