@@ -22,7 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 from manifold_scores._pytree import pytree_dataclass, static_field
-from manifold_scores.scores import PARAMETERISATIONS, convert
+from manifold_scores.losses import _resolve_target
+from manifold_scores.scores import convert
 
 __all__ = ["Bound", "bind"]
 
@@ -60,13 +61,12 @@ class Bound:
 def bind(apply: Callable, params: Any, process=None, target: str | None = None) -> Bound:
     """Bind ``apply`` to ``params``; ``target`` defaults to ``params.target`` (else ``"score"``).
 
-    ``process`` is needed when the target is not the score (and is taken from
-    ``params.process`` when the parameters carry one).
+    A ``target`` that contradicts ``params.target`` is a ``ValueError`` (the bound model would
+    convert the prediction from the wrong parameterisation). ``process`` is needed when the
+    target is not the score (and is taken from ``params.process`` when the parameters carry
+    one).
     """
-    if target is None:
-        target = getattr(params, "target", "score")
-    if target not in PARAMETERISATIONS:
-        raise ValueError(f"target must be one of {PARAMETERISATIONS}, got {target!r}")
+    target = _resolve_target(params, target)
     if process is None:
         process = getattr(params, "process", None)
     if target != "score" and process is None:

@@ -60,3 +60,14 @@ def test_mlp_targets_and_preconditioning(x64):
     np.testing.assert_allclose(mlp.apply(raw, x, 0.5), 0.0)
     with pytest.raises(ValueError, match="x must have shape"):
         mlp.apply(raw, jnp.ones(4), 0.5)
+
+
+def test_bind_refuses_a_target_that_contradicts_the_parameters():
+    proc = ms.VP()
+    p = mlp.init(jax.random.key(0), 3, proc, width=8, depth=1, target="x0")
+    with pytest.raises(ValueError, match="contradicts the parameters' own target"):
+        ms.models.bind(mlp.apply, p, proc, target="score")
+    model = ms.models.bind(mlp.apply, p, target="x0")
+    assert model.target == "x0" and ms.models.bind(mlp.apply, p).target == "x0"
+    # plain PyTrees carry no target: any explicit one is taken as given
+    assert ms.models.bind(lambda q, x, t: x, {"w": 1.0}, proc, target="eps").target == "eps"
