@@ -27,6 +27,11 @@ only through matmuls with ``x`` and with the stacked factors, so under ``vmap`` 
     div s = sum_i w_i (|s_i|^2 - tr C_i^{-1}) - |s|^2,
 
 so implicit score matching (the training objective, at ``alpha = 1, sigma = 0``) costs one pass.
+Distances are formed relative to a centre ``c`` (``x - alpha c`` and ``z_i - c``), so data far
+from the origin lose no digits to ``|x|^2 - 2 alpha x.z + alpha^2 |z|^2``. The divergence is a
+difference of second moments, ``|s|^2`` times the rounding unit: in float32 it keeps its digits
+near the data, not where ``|s|`` reaches ``1e3`` or more (far from every centre); use float64
+there.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -41,6 +46,7 @@ Example:
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -50,7 +56,8 @@ from jax import lax
 
 from manifold_scores import _checks
 from manifold_scores._pytree import pytree_dataclass, static_field
-from manifold_scores.mixtures._stream import Acc, reduce_chunk, stream
+from manifold_scores.losses import _check_count, _check_process
+from manifold_scores.mixtures._stream import Acc, check_chunk_size, reduce_chunk, stream
 
 __all__ = ["KernelParams", "KernelStats", "FactorNet", "init", "factors", "stats", "apply",
            "score_and_divergence", "ism_loss", "sample"]
@@ -126,10 +133,10 @@ def init(key, centres, *, rank: int | None = None, kind: str = "mlp", eps: float
             The MLP's output is multiplied by it (``L = init_scale * MLP(z)``, the MLP starting
             near ``[I_q; 0]``), so that training learns relative changes whatever the scale;
             a good value is the inverse of the best isotropic KDE bandwidth.
-        width, depth: the MLP's (depth counts the output layer).
+        width, depth: the MLP's, both at least 1 (depth counts the output layer).
         learn_centres: let gradients move the centres (otherwise they are held fixed).
         process: turns ``t`` into ``(alpha, sigma)`` in :func:`apply`.
-        chunk_size: centres per streamed chunk.
+        chunk_size: centres per streamed chunk (a positive integer, or ``None``: one chunk).
     """
     centres = _checks.as_float_array(centres, "centres")
     _checks.check_ndim(centres, 2, "centres", "(N, d)")
@@ -142,6 +149,11 @@ def init(key, centres, *, rank: int | None = None, kind: str = "mlp", eps: float
     if kind not in ("mlp", "free"):
         raise ValueError(f"kind must be 'mlp' or 'free', got {kind!r}")
     _checks.check_positive(eps, "eps")
+    width = _check_count(width, "width")
+    depth = _check_count(depth, "depth")  # counts the output layer
+    check_chunk_size(chunk_size)
+    if process is not None:
+        _check_process(process)
     dtype = centres.dtype
     base = init_scale * jnp.eye(d, q, dtype=dtype)
     if kind == "mlp":
@@ -337,19 +349,46 @@ def _chunk(x, z, lmat, lw, alpha, sigma, eps, noiseless) -> Acc:
 
 
 def _check_levels(alpha, sigma):
+    """``alpha >= 0``, ``sigma >= 0``, finite, not both zero; returns ``(alpha, sigma)``.
+
+    ``sigma = 0`` is valid here, unlike for the densities: the model itself is the law at
+    ``sigma = 0`` (the terminal condition it is trained at), with covariances
+    ``alpha^2 Gamma^{-1}``. Concrete values raise now; traced ones come back wrapped in one
+    run-time check, as :func:`manifold_scores._checks.check_noise_levels` does.
+    """
     _checks.check_scalar(alpha, "alpha")
     _checks.check_scalar(sigma, "sigma")
     _checks.check_nonnegative(alpha, "alpha")
     _checks.check_nonnegative(sigma, "sigma")
-    if _checks.is_concrete(alpha) and _checks.is_concrete(sigma) and alpha == 0 and sigma == 0:
-        raise ValueError("alpha and sigma must not both be zero")
+    alpha_known, sigma_known = _checks.is_concrete(alpha), _checks.is_concrete(sigma)
+    if alpha_known and sigma_known:
+        if float(alpha) == 0 and float(sigma) == 0:
+            raise ValueError("alpha and sigma must not both be zero")
+        return alpha, sigma
+    if sigma_known:
+        bad = ~(jnp.isfinite(alpha) & (alpha >= 0))
+        msg = "alpha must be non-negative and finite"
+        if float(sigma) == 0:
+            bad, msg = bad | (alpha == 0), msg + " (and positive when sigma = 0)"
+        return _checks.runtime_check(alpha, bad, msg), sigma
+    if alpha_known:
+        bad = ~(jnp.isfinite(sigma) & (sigma >= 0))
+        msg = "sigma must be non-negative and finite"
+        if float(alpha) == 0:
+            bad, msg = bad | (sigma == 0), msg + " (and positive when alpha = 0)"
+        return alpha, _checks.runtime_check(sigma, bad, msg)
+    bad = ~(jnp.isfinite(alpha) & (alpha >= 0) & jnp.isfinite(sigma) & (sigma >= 0)) \
+        | ((alpha == 0) & (sigma == 0))
+    return _checks.runtime_check((alpha, sigma), bad, "alpha and sigma must be non-negative "
+                                 "and finite, and not both zero")
 
 
 def stats(params: KernelParams, x, alpha, sigma) -> KernelStats:
     """Log-density, score, posterior mean, posterior-covariance trace and score divergence of
     ``alpha X + sigma Z`` (``X`` the kernel mixture) at one point ``x``; ``sigma = 0`` allowed."""
     _checks.check_point(x, params.dim)
-    _check_levels(alpha, sigma)
+    check_chunk_size(params.chunk_size)
+    alpha, sigma = _check_levels(alpha, sigma)
     centres = params.centres
     if not params.learn_centres:
         centres = lax.stop_gradient(centres)
@@ -358,6 +397,14 @@ def stats(params: KernelParams, x, alpha, sigma) -> KernelStats:
     noiseless = _checks.is_concrete(sigma) and float(sigma) == 0.0
     x = jnp.asarray(x, dtype)
     alpha, sigma = jnp.asarray(alpha, dtype), jnp.asarray(sigma, dtype)
+    # |u|^2 = |x|^2 - 2 alpha x.z + alpha^2 |z|^2 cancels catastrophically when the data sit
+    # far from the origin (float32 at |x| ~ 1e4 gave divergences of the wrong sign): the
+    # algebra runs on x - alpha c and z - c instead, which leaves u = x - alpha z unchanged.
+    # c is a centre, not their mean: XLA recomputes a mean inside each fusion that reads it,
+    # rounded differently (a fused multiply-add), and z - c and x - c must see the same c.
+    # Every output but the mean is exactly invariant to c, so c needs no gradient.
+    c = lax.stop_gradient(centres[0])
+    xc = x - alpha * c
     n = centres.shape[0]
     lw = jnp.full((n,), -math.log(n), dtype)
     arrays = (centres, lw) + ((params.factor,) if params.kind == "free" else ())
@@ -365,15 +412,15 @@ def stats(params: KernelParams, x, alpha, sigma) -> KernelStats:
     def chunk_fn(chunk):
         z, lw_c = chunk[0], chunk[1]
         lmat = _factors_of(params, chunk[2] if params.kind == "free" else params.factor, z)
-        return _chunk(x, z, lmat, lw_c, alpha, sigma, params.eps, noiseless)
+        return _chunk(xc, z - c, lmat, lw_c, alpha, sigma, params.eps, noiseless)
 
     acc = stream(chunk_fn, arrays, params.chunk_size)
     s = acc.sums
     score = s.score / s.total
-    mean = s.mean / s.total
+    mean = s.mean / s.total  # relative to c
     cov_trace = jnp.maximum(s.within / s.total + s.mean_sq / s.total - jnp.sum(mean * mean), 0.0)
     div = s.sq_minus_tr / s.total - jnp.sum(score * score)
-    return KernelStats(acc.top + jnp.log(s.total), score, mean, cov_trace, div)
+    return KernelStats(acc.top + jnp.log(s.total), score, mean + c, cov_trace, div)
 
 
 def _levels(params, t, dtype):
@@ -412,6 +459,14 @@ def sample(key, params: KernelParams, n: int, alpha=1.0, sigma=0.0) -> jax.Array
     ``N(z, Gamma^{-1})`` is drawn as ``xi / sqrt(eps) + V ((s^2 + eps)^{-1/2} - eps^{-1/2}) V^T xi``
     with ``L = V S W^T`` the thin SVD of the chosen centre's factor (``O(d q)`` per draw).
     """
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}") from None
+    if n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n}")
+    _checks.check_nonnegative(alpha, "alpha")
+    _checks.check_nonnegative(sigma, "sigma")
     keys = jax.random.split(key, n)
     dtype = params.centres.dtype
     eps = params.eps

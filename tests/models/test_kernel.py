@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import manifold_scores as ms
 from manifold_scores import losses
 from manifold_scores.models import kernel
 from tests.helpers import assert_rel_close, slow_except
@@ -240,3 +241,95 @@ def test_ism_step_returns_on_two_threads():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=240)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+# Run-time checks under jit raise through a host callback; its exception type is the runtime's.
+RUNTIME_ERRORS = (ValueError, RuntimeError)
+
+
+def test_traced_noise_levels_are_checked_under_jit():
+    """sigma < 0, alpha < 0, NaN or alpha = sigma = 0 raise at run time (they gave the answer at
+    |sigma|, a finite value or a NaN); sigma = 0 with alpha > 0 is the model itself and runs."""
+    z = jax.random.normal(jax.random.key(0), (12, 3))
+    p = kernel.init(jax.random.key(1), z, rank=2, kind="free", chunk_size=None,
+                    process=ms.Flow())
+    x = jnp.asarray([0.3, -0.2, 0.5])
+    both = jax.jit(lambda p, a, s: kernel.stats(p, x, a, s).score)
+    # sigma = 0 as a number: the cheaper noiseless algebra
+    noiseless = jax.jit(lambda p: kernel.stats(p, x, 1.0, 0.0).score)(p)
+    assert_rel_close(both(p, 1.0, 0.0), noiseless, 1e-5)
+    # Flow: sigma(0) = 0 exactly, the terminal time the model is trained at
+    assert_rel_close(jax.jit(kernel.apply)(p, x, 0.0), noiseless, 1e-5)
+    assert np.all(np.isfinite(np.asarray(both(p, 0.0, 0.5))))
+    nan = float("nan")
+    for a, s in [(1.0, -0.5), (-1.0, 0.5), (0.0, 0.0), (1.0, nan), (nan, 0.5)]:
+        with pytest.raises(RUNTIME_ERRORS, match="must be non-negative and finite"):
+            jax.block_until_ready(both(p, a, s))
+    sigma_only = jax.jit(lambda p, s: kernel.stats(p, x, 1.0, s).score)
+    for s in (-0.5, nan):
+        with pytest.raises(RUNTIME_ERRORS, match="sigma must be non-negative and finite"):
+            jax.block_until_ready(sigma_only(p, s))
+    alpha_only = jax.jit(lambda p, a: kernel.stats(p, x, a, 0.0).score)
+    for a in (-1.0, 0.0):
+        with pytest.raises(RUNTIME_ERRORS, match="alpha must be non-negative and finite"):
+            jax.block_until_ready(alpha_only(p, a))
+
+
+def test_float32_score_and_divergence_far_from_the_origin():
+    """Centres and queries at |x| ~ 1e4 and 1e5: the float32 score and closed-form divergence
+    agree with float64 at the same (float32) inputs, and with float32 autodiff (they were 0 or
+    of the wrong sign: |x|^2 - 2 x.z + |z|^2 cancelled). alpha = 1 (training) and 0.5 make
+    alpha c exact; another alpha adds the rounding of alpha c, one ulp of the input."""
+
+    def run(p, x1, x_half, autodiff):
+        out = []
+        for x, alpha, sigma in ((x1, 1.0, 0.0), (x1, 1.0, 0.3), (x_half, 0.5, 0.1)):
+            # sigma = 0 is a number here: the noiseless algebra the model is trained with
+            st = kernel.stats(p, x, alpha, sigma)
+            score = lambda y, a=alpha, s=sigma: kernel.stats(p, y, a, s).score  # noqa: E731
+            div = jnp.trace(jax.jacfwd(score)(x)) if autodiff else st.divergence
+            out.append((st.score, st.divergence, div))
+        return out
+
+    run = jax.jit(run, static_argnums=3)
+    for offset in (1e4, 1e5):
+        with jax.enable_x64(True):
+            z = jax.random.normal(jax.random.key(0), (30, 3), jnp.float64) + offset
+            p = kernel.init(jax.random.key(1), z, kind="free", eps=0.5, init_scale=1.3,
+                            chunk_size=None)
+            p = dataclasses.replace(p, factor=jnp.tril(p.factor + 0.3 * jax.random.normal(
+                jax.random.key(2), p.factor.shape)))
+            p32 = jax.tree.map(lambda a: np.asarray(a, np.float32), p)
+            # queries near the data: z at alpha = 1, alpha z at alpha = 0.5
+            xs = [np.asarray(alpha * z[3] + jnp.asarray([0.1, -0.2, 0.05]), np.float32)
+                  for alpha in (1.0, 0.5)]
+            p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), p32)
+            refs = run(p64, *(jnp.asarray(x, jnp.float64) for x in xs), False)
+        got = run(jax.tree.map(jnp.asarray, p32), *(jnp.asarray(x) for x in xs), True)
+        for (score, div, autodiff), (score_ref, div_ref, _) in zip(got, refs, strict=True):
+            assert score.dtype == jnp.float32
+            assert_rel_close(score, score_ref, 1e-5, what=f"score at {offset:g}")
+            assert abs(float(div) / float(div_ref) - 1) < 1e-5, (offset, div, div_ref)
+            assert abs(float(autodiff) / float(div_ref) - 1) < 1e-5, (offset, autodiff, div_ref)
+
+
+def test_unreadable_errors_are_value_errors_naming_the_argument():
+    z = jax.random.normal(jax.random.key(0), (6, 2))
+    key = jax.random.key(1)
+    for kw, match in [(dict(width=0), "width must be"), (dict(depth=0), "depth must be"),
+                      (dict(width=2.5), "width must be"), (dict(chunk_size=0), "chunk_size"),
+                      (dict(chunk_size=-1), "chunk_size"), (dict(chunk_size=2.5), "chunk_size"),
+                      (dict(process="VP"), "process must be")]:
+        with pytest.raises(ValueError, match=match):
+            kernel.init(key, z, **kw)
+    p = kernel.init(key, z, rank=1, kind="free")
+    with pytest.raises(ValueError, match="chunk_size"):
+        kernel.stats(dataclasses.replace(p, chunk_size=0), jnp.zeros(2), 1.0, 0.5)
+    for n in (-1, 2.5, "3"):
+        with pytest.raises(ValueError, match="n must be a non-negative integer"):
+            kernel.sample(key, p, n)
+    with pytest.raises(ValueError, match="alpha must be non-negative"):
+        kernel.sample(key, p, 3, alpha=-1.0)
+    with pytest.raises(ValueError, match="sigma must be non-negative"):
+        kernel.sample(key, p, 3, sigma=-0.5)
+    assert kernel.sample(key, p, 0).shape == (0, 2)
