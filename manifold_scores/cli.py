@@ -6,12 +6,15 @@ samples to the manifold and the component weights recovered from them next to th
 
 ``verify [--quick] [--json FILE] [--plots DIR] [--only E1,E3]`` runs the registered experiments
 (``manifold_scores.experiments``: the core checks, then E1, E2, ...), with a progress line per
-experiment, prints ``claim | measured | expected | holds``, optionally writes the rows as JSON and
-each figure as a PNG. Arguments are checked before anything runs: an empty or unknown ``--only``
+experiment, prints ``claim | measured | expected | verdict``, optionally writes the rows as JSON
+and each figure as a PNG. Arguments are checked before anything runs: an empty or unknown ``--only``
 id, or a ``--json``/``--plots`` location that cannot be created or written, is a usage error.
 The JSON file is replaced atomically, so a failed write leaves an earlier file as it was.
-Exit status: 0 when every claim holds, 3 when a claim does not hold (a finding, shown in the
-table), 2 for bad arguments; a crash, or a failure to write the results at the end, exits 1.
+Exit status means "the studies are valid and say what they said before": 0 when every control
+passes and every verdict equals the one recorded for its claim in the registry (a claim that does
+not hold is a finding printed in the table, not an error, once it is recorded); 3 when a verdict
+differs from the recorded one; 4 when a control failed (the study cannot support its verdicts);
+2 for bad arguments; a crash, or a failure to write the results at the end, exits 1.
 """
 
 from __future__ import annotations
@@ -172,7 +175,8 @@ def write_json(path: str, payload) -> None:
 
 def verify(quick: bool = False, json_path: str | None = None, plots: str | None = None,
            only: str | None = None) -> int:
-    """Run the registered experiments; print, save, and return 0 iff every claim holds.
+    """Run the registered experiments; print, save, and return 0 iff every study is valid and
+    every verdict is the recorded one (see the module docstring for the other statuses).
 
     Bad arguments raise ``ValueError`` before anything runs (:func:`main` turns them into usage
     errors).
@@ -188,15 +192,18 @@ def verify(quick: bool = False, json_path: str | None = None, plots: str | None 
                   file=sys.stderr)
             return 2
     start = time.perf_counter()
-    tables = []
+    tables, reviews = [], []
     for i, exp_id in enumerate(ids, 1):
         exp = experiments.get(exp_id)
         print(f"[{i}/{len(ids)}] {exp.id}: {exp.title} ({size}) ...", flush=True)
         table = experiments.run(exp.id, size)
         tables.append(table)
-        bad = sum(r.holds is False for r in table.rows)
-        print(f"      {len(table.rows)} rows in {table.seconds:.1f} s: "
-              f"{'all hold' if bad == 0 else f'{bad} FAIL'}", flush=True)
+        rv = experiments.review(table)
+        reviews.append(rv)
+        status = "valid, verdicts as recorded" if rv.ok else "; ".join(
+            ([f"{len(rv.failed_controls)} CONTROL FAILED"] if rv.failed_controls else [])
+            + ([f"{len(rv.changed)} verdict(s) CHANGED"] if rv.changed else []))
+        print(f"      {len(table.rows)} rows in {table.seconds:.1f} s: {status}", flush=True)
         if plots:
             path = _write_plot(table, plots)
             if path:
@@ -204,12 +211,25 @@ def verify(quick: bool = False, json_path: str | None = None, plots: str | None 
     rows = [(t.experiment, r) for t in tables for r in t.rows]
     print()
     print(experiments.format_rows(rows))
-    ok = all(t.ok for t in tables)
+    failed = [(t.experiment, k) for t, rv in zip(tables, reviews, strict=True)
+              for k in rv.failed_controls]
+    changed = [(t.experiment, *c) for t, rv in zip(tables, reviews, strict=True)
+               for c in rv.changed]
+    for exp_id, key in failed:
+        print(f"CONTROL FAILED {exp_id} {key}: the study is invalid")
+    for exp_id, key, got, recorded in changed:
+        print(f"VERDICT CHANGED {exp_id} {key}: {got} (recorded: {recorded})")
+    ok = not failed and not changed
+    findings = sum(r.verdict == "does not hold" for _, r in rows)
     elapsed = time.perf_counter() - start
+    summary = ("every study valid, every verdict as recorded" if ok else
+               "SOME STUDIES INVALID" if failed else "SOME VERDICTS CHANGED")
     print(f"\n{len(rows)} rows from {len(tables)} experiments in {elapsed:.1f} s on "
-          f"{jax.devices()[0].platform}: {'all claims hold' if ok else 'SOME CLAIMS FAIL'}")
+          f"{jax.devices()[0].platform}: {summary}"
+          + (f" ({findings} claim(s) do not hold: findings)" if findings else ""))
     if json_path:
-        payload = {"size": size, "ok": ok, "seconds": round(elapsed, 2),
+        payload = {"size": size, "ok": ok, "failed_controls": failed,
+                   "changed_verdicts": changed, "seconds": round(elapsed, 2),
                    "platform": jax.devices()[0].platform, "version": ms.__version__,
                    "experiments": [t.to_dict() for t in tables]}
         try:
@@ -218,11 +238,15 @@ def verify(quick: bool = False, json_path: str | None = None, plots: str | None 
             print(f"manifold-scores verify: error: could not write --json {json_path!r}: {e}",
                   file=sys.stderr)
             return 1
-    return 0 if ok else CLAIM_FAILS
+    return 0 if ok else CONTROL_FAILED if failed else VERDICT_CHANGED
 
 
-#: exit status of ``verify`` when a claim does not hold (distinct from a crash's 1)
-CLAIM_FAILS = 3
+#: exit status of ``verify`` when a verdict differs from the recorded one (not a crash's 1)
+VERDICT_CHANGED = 3
+#: exit status of ``verify`` when a control failed: the study cannot support its verdicts
+CONTROL_FAILED = 4
+#: the former name of :data:`VERDICT_CHANGED`
+CLAIM_FAILS = VERDICT_CHANGED
 
 
 def main(argv: list[str] | None = None) -> int:

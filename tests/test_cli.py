@@ -34,16 +34,53 @@ def test_verify_prints_writes_json_and_exits_zero(fake, tmp_path, capsys):
     out = tmp_path / "rows.json"
     assert cli.main(["verify", "--quick", "--only", "FAKE", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "[1/1] FAKE" in text and "the claim" in text and "all claims hold" in text
+    assert "[1/1] FAKE" in text and "the claim" in text
+    assert "every study valid, every verdict as recorded" in text
     payload = json.loads(out.read_text())
     assert payload["size"] == "quick" and payload["ok"] is True
     assert payload["experiments"][0]["rows"][0]["holds"] is True
 
 
-def test_verify_exit_code_when_a_claim_fails(fake, capsys):
-    fake["holds"] = False
-    assert cli.main(["verify", "--quick", "--only", "fake"]) == cli.CLAIM_FAILS == 3
-    assert "SOME CLAIMS FAIL" in capsys.readouterr().out
+def test_verify_exit_code_when_a_verdict_changes(fake, capsys):
+    fake["holds"] = False  # recorded (by default) as holding
+    assert cli.main(["verify", "--quick", "--only", "fake"]) == cli.VERDICT_CHANGED == 3
+    out = capsys.readouterr().out
+    assert "SOME VERDICTS CHANGED" in out and "VERDICT CHANGED FAKE the claim" in out
+
+
+@pytest.fixture
+def studied():
+    """A protocol study whose claim does not hold, recorded as such, with one control."""
+    from manifold_scores.experiments import protocol
+
+    outcome = {"control": True, "test": False}
+
+    def run(size="quick", *, seed=0):
+        study = protocol.Study("STUDIED", size)
+        study.control("shows the effect", "positive", passed=outcome["control"])
+        study.claim("the effect is small", key="small", measured=2.0, expected="< 1",
+                    test=outcome["test"], seeds=3)
+        return study.table()
+
+    register("STUDIED", "stand-in study", "tests", run,
+             recorded={"small": ("does not hold", "a finding recorded by the library's run")})
+    yield outcome
+    REGISTRY.pop("STUDIED")
+
+
+def test_verify_exit_status_means_the_studies_are_valid(studied, tmp_path, capsys):
+    out = tmp_path / "rows.json"
+    # a recorded finding is not an error: status 0, and the table says "does NOT hold"
+    assert cli.main(["verify", "--quick", "--only", "STUDIED", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "does NOT hold" in text and "1 claim(s) do not hold: findings" in text
+    row = json.loads(out.read_text())["experiments"][0]["rows"][1]
+    assert row["verdict"] == "does not hold" and row["evidence"]["seeds"] == 3
+    studied["test"] = True  # the verdict changes
+    assert cli.main(["verify", "--quick", "--only", "STUDIED"]) == 3
+    studied["control"] = False  # a failed control: the study is invalid
+    assert cli.main(["verify", "--quick", "--only", "STUDIED"]) == cli.CONTROL_FAILED == 4
+    assert "CONTROL FAILED STUDIED shows the effect" in capsys.readouterr().out
 
 
 def test_verify_writes_plots(fake, tmp_path):
