@@ -29,7 +29,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from manifold_scores import _checks
 from manifold_scores._pytree import pytree_dataclass, static_field
+from manifold_scores.losses import _check_count, _check_process
 from manifold_scores.scores import PARAMETERISATIONS, convert
 
 __all__ = ["MLPParams", "Net", "init", "apply"]
@@ -81,11 +83,20 @@ class MLPParams:
 def init(key, dim: int, process, *, width: int = 128, depth: int = 3, emb_dim: int = 32,
          target: str = "score", precondition: bool = True, sigma_data: float = 0.5,
          dtype=None) -> MLPParams:
-    """Initial parameters; the last layer starts at zero (so ``D = c_skip x`` at first)."""
+    """Initial parameters; the last layer starts at zero (so ``D = c_skip x`` at first).
+
+    ``emb_dim`` is the size of the Fourier embedding of the noise level (sines and cosines of
+    ``emb_dim / 2`` frequencies): even and at least 2. ``process`` turns ``t`` into
+    ``(alpha, sigma)`` in :func:`apply`.
+    """
     if target not in PARAMETERISATIONS:
         raise ValueError(f"target must be one of {PARAMETERISATIONS}, got {target!r}")
-    if min(dim, width, emb_dim) < 1 or depth < 0:
-        raise ValueError("dim, width and emb_dim must be positive and depth non-negative")
+    _check_process(process)
+    for name, value, least in (("dim", dim, 1), ("width", width, 1), ("depth", depth, 0)):
+        _check_count(value, name, least)
+    if _check_count(emb_dim, "emb_dim", 2) % 2:
+        raise ValueError(f"emb_dim must be an even integer >= 2 (sines and cosines of "
+                         f"emb_dim / 2 frequencies), got {emb_dim!r}")
     dtype = dtype or jnp.result_type(float)
     net = Net(dim, width, depth, emb_dim)
     variables = net.init(key, jnp.zeros((dim,), dtype), jnp.zeros((), dtype))
@@ -97,6 +108,8 @@ def apply(params: MLPParams, x, t):
     """The prediction in ``params.target`` at one point ``x`` (shape ``(d,)``) and time ``t``."""
     if jnp.shape(x) != (params.dim,):
         raise ValueError(f"x must have shape ({params.dim},), got {jnp.shape(x)}")
+    # integer points would cast alpha and sigma to integers below
+    x = _checks.as_float_array(x, "x")
     alpha = jnp.asarray(params.process.alpha(t), x.dtype)
     sigma = jnp.asarray(params.process.sigma(t), x.dtype)
     st = sigma / alpha

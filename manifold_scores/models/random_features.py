@@ -33,9 +33,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
+import numpy as np
 
-from manifold_scores import losses
+from manifold_scores import _checks, losses
 from manifold_scores._pytree import pytree_dataclass, static_field
+from manifold_scores.losses import _check_count
 
 __all__ = ["RFParams", "init", "apply", "features", "fit_ridge", "ridge_loss"]
 
@@ -64,8 +66,9 @@ def init(key, dim: int, num_features: int, process, *, activation: str = "relu",
         raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
     if time_features % 2 or time_features < 0:
         raise ValueError(f"time_features must be even and >= 0, got {time_features}")
-    if min(dim, num_features) < 1:
-        raise ValueError("dim and num_features must be positive")
+    _check_count(dim, "dim")
+    _check_count(num_features, "num_features")
+    losses._check_process(process)
     dtype = dtype or jnp.result_type(float)
     n_in = dim + time_features
     w = jax.random.normal(key, (num_features, n_in), dtype) / jnp.sqrt(n_in)
@@ -85,6 +88,7 @@ def _embed(params: RFParams, t, dtype):
 
 def features(params: RFParams, x, t):
     """``phi(W [x; emb(t)]) / sqrt(p)``, shape ``(p,)``."""
+    x = _checks.as_float_array(x, "x")  # an integer x would embed t in integers
     inp = jnp.concatenate([x, _embed(params, t, x.dtype)])
     w = jax.lax.stop_gradient(params.weights)
     h = jnp.dot(w, inp, precision=jax.lax.Precision.HIGHEST)
@@ -96,19 +100,46 @@ def apply(params: RFParams, x, t):
     return jnp.dot(params.readout, features(params, x, t), precision=jax.lax.Precision.HIGHEST)
 
 
-def _draws(key, params, x0, ts, weighting, num_noise, antithetic):
+def _checked_data(params, x0, ts):
+    """``x0`` ``(n, d)`` matching the model, ``ts`` as a float vector, and ``(alpha, sigma)`` at
+    every time: ``sigma > 0``, ``alpha >= 0`` (eagerly, or once at run time under ``jit``),
+    where the fit would otherwise return the ``|sigma|`` answer or NaN."""
+    x0 = losses._check_batch(x0)
+    dim = params.readout.shape[0]
+    if x0.shape[1] != dim:
+        raise ValueError(f"x0 must have shape (n, {dim}) (the model's dimension), got shape "
+                         f"{x0.shape}")
+    if jnp.ndim(ts) > 1:
+        raise ValueError(f"ts must be one time or a vector of times, got shape {jnp.shape(ts)}")
+    proc = params.process
+    losses._check_process(proc)
+    if _checks.is_concrete(ts):
+        for t in np.atleast_1d(np.asarray(ts)):
+            losses._check_time(proc, t, "ts")
+    ts = jnp.atleast_1d(jnp.asarray(ts, x0.dtype))
+    alphas, sigmas = proc.alpha(ts).astype(x0.dtype), proc.sigma(ts).astype(x0.dtype)
+    if _checks.is_concrete(sigmas) and _checks.is_concrete(alphas):
+        _checks.check_positive(sigmas, "sigma")
+        _checks.check_nonnegative(alphas, "alpha")
+    else:
+        bad = ~jnp.all(jnp.isfinite(sigmas) & (sigmas > 0) & jnp.isfinite(alphas) & (alphas >= 0))
+        sigmas = _checks.runtime_check(sigmas, bad, "sigma must be positive and finite and "
+                                       "alpha non-negative and finite at every time in ts")
+    return x0, ts, alphas, sigmas
+
+
+def _draws(key, params, x0, ts, alphas, sigmas, weighting, num_noise, antithetic):
     """Features, targets and weights of the fixed-sigma DSM draws at each time in ``ts``."""
     proc = params.process
     keys = jax.random.split(key, ts.shape[0]) if ts.shape[0] > 1 else key[None]
 
-    def one(k, t):
-        alpha, sigma = proc.alpha(t).astype(x0.dtype), proc.sigma(t).astype(x0.dtype)
+    def one(k, t, alpha, sigma):
         _, eps, xt = losses._fixed_draw(k, x0, alpha, sigma, num_noise, antithetic)
         f = jax.vmap(features, (None, 0, None))(params, xt, t)
         lam = losses.weight(weighting, t, alpha, sigma, proc) * jnp.ones(xt.shape[0], x0.dtype)
         return f, -eps / sigma, lam
 
-    f, y, lam = jax.vmap(one)(keys, ts)
+    f, y, lam = jax.vmap(one)(keys, ts, alphas, sigmas)
     return f, y, lam
 
 
@@ -122,14 +153,16 @@ def fit_ridge(key, params: RFParams, x0, ts, *, ridge: float = 1e-3, weighting="
             ``split(key, len(ts))[j]``.
         params: from :func:`init` (``W`` is kept, ``A`` is replaced).
         x0: clean data ``(n, d)``.
-        ts: one time or a grid ``(T,)`` (with ``ms.EDM()``, times are noise levels).
+        ts: one time or a grid ``(T,)`` (with ``ms.EDM()``, times are noise levels), inside
+            the process's time domain; ``sigma(t) <= 0``, ``alpha(t) < 0`` or NaN raise a
+            ``ValueError`` (at run time under ``jit``).
         ridge: ``> 0``, the Frobenius penalty on ``A``.
         weighting, num_noise, antithetic: as in
             :func:`manifold_scores.losses.dsm_fixed_sigma`; the loss is the mean over the grid.
     """
-    x0 = jnp.asarray(x0)
-    ts = jnp.atleast_1d(jnp.asarray(ts, x0.dtype))
-    f, y, lam = _draws(key, params, x0, ts, weighting, int(num_noise), antithetic)
+    x0, ts, alphas, sigmas = _checked_data(params, x0, ts)
+    _checks.check_positive(ridge, "ridge")
+    f, y, lam = _draws(key, params, x0, ts, alphas, sigmas, weighting, num_noise, antithetic)
     p = f.shape[-1]
     f, y, lam = f.reshape(-1, p), y.reshape(-1, y.shape[-1]), lam.reshape(-1)
     m = f.shape[0]
@@ -144,7 +177,9 @@ def ridge_loss(key, params: RFParams, x0, ts, *, ridge: float = 1e-3, weighting=
                num_noise: int = 1, antithetic: bool = False):
     """Mean over ``ts`` of :func:`manifold_scores.losses.dsm_fixed_sigma` plus ``ridge |A|_F^2``:
     the objective :func:`fit_ridge` minimises (for gradient-based checks)."""
-    x0 = jnp.asarray(x0)
+    x0 = losses._check_batch(x0)
+    if jnp.ndim(ts) > 1:
+        raise ValueError(f"ts must be one time or a vector of times, got shape {jnp.shape(ts)}")
     ts = jnp.atleast_1d(jnp.asarray(ts, x0.dtype))
     keys = jax.random.split(key, ts.shape[0]) if ts.shape[0] > 1 else key[None]
     vals = jnp.stack([losses.dsm_fixed_sigma(keys[j], apply, params, x0, params.process, ts[j],

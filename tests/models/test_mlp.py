@@ -13,6 +13,7 @@ import pytest
 import manifold_scores as ms
 from manifold_scores import losses, training
 from manifold_scores.models import mlp
+from tests.helpers import assert_rel_close
 
 
 def _train_and_measure(dim, rank, k, n, steps, width, sigmas, batch=256, lr=3e-3):
@@ -59,3 +60,22 @@ def test_mlp_learns_the_molrg_score():
     print("sigma, relative score error:", [(s, round(e, 4)) for s, e in zip(sigmas, errs,
                                                                              strict=True)])
     assert max(errs) < 0.1, errs
+
+
+def test_init_validation_and_integer_points():
+    key, proc = jax.random.key(0), ms.VP()
+    for kw, match in [(dict(emb_dim=1), "emb_dim must be an integer >= 2"),
+                      (dict(emb_dim=3), "emb_dim must be an even integer"),
+                      (dict(width=0), "width must be"), (dict(width=2.5), "width must be"),
+                      (dict(depth=-1), "depth must be")]:
+        with pytest.raises(ValueError, match=match):
+            mlp.init(key, 3, proc, **kw)
+    with pytest.raises(ValueError, match="process must be a noising process"):
+        mlp.init(key, 3, None)
+    # integer points are promoted to the default float (alpha and sigma were cast to integers)
+    p = mlp.init(key, 3, proc, width=8, depth=1)
+    apply = jax.jit(mlp.apply)
+    got = apply(p, jnp.asarray([1, -2, 3]), 0.5)
+    ref = apply(p, jnp.asarray([1.0, -2.0, 3.0]), 0.5)
+    assert got.dtype == jnp.result_type(float)
+    assert_rel_close(got, ref, 1e-6)

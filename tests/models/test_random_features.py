@@ -64,3 +64,58 @@ def test_validation():
     with pytest.raises(ValueError, match="time_features"):
         rf.init(jax.random.key(0), 2, 8, ms.EDM(), time_features=3)
     np.testing.assert_equal(rf.init(jax.random.key(0), 2, 8, ms.EDM()).readout.shape, (2, 8))
+
+
+# Run-time checks under jit raise through a host callback; its exception type is the runtime's.
+RUNTIME_ERRORS = (ValueError, RuntimeError)
+
+
+class _NegativeSigma(ms.Process):
+    """sigma(t) = t - 0.5: negative inside the (default) time domain for t < 0.5."""
+
+    t_min, t_max = 0.6, 1.0
+
+    def alpha(self, t):
+        return jnp.ones_like(jnp.asarray(t))
+
+    def sigma(self, t):
+        return jnp.asarray(t) - 0.5
+
+
+def test_fit_refuses_invalid_noise_levels_and_mismatched_data():
+    key = jax.random.key(0)
+    p = rf.init(key, 3, 16, ms.EDM())
+    x0 = jax.random.normal(jax.random.key(1), (20, 3))
+    for ts in (-1.0, 0.0, jnp.array([0.5, -1.0])):  # EDM: t is sigma
+        with pytest.raises(ValueError, match="ts must lie in"):
+            rf.fit_ridge(key, p, x0, ts)
+    with pytest.raises(ValueError, match="sigma must be positive"):
+        rf.fit_ridge(key, rf.init(key, 3, 16, _NegativeSigma()), x0, 0.3)
+    # traced: a run-time error, never the |sigma| answer or a NaN
+    fit = jax.jit(lambda ts: rf.fit_ridge(key, p, x0, ts).readout)
+    assert np.all(np.isfinite(np.asarray(fit(jnp.array([0.5, 1.0])))))
+    for ts in ([0.5, -1.0], [0.5, 0.0], [float("nan"), 1.0]):
+        with pytest.raises(RUNTIME_ERRORS, match="sigma must be positive"):
+            jax.block_until_ready(fit(jnp.asarray(ts)))
+    with pytest.raises(ValueError, match=r"x0 must have shape \(n, 3\)"):
+        rf.fit_ridge(key, p, jnp.ones((10, 4)), 0.5)
+    with pytest.raises(ValueError, match="ridge must be positive"):
+        rf.fit_ridge(key, p, x0, 0.5, ridge=0.0)
+    with pytest.raises(ValueError, match="num_noise must be an integer"):
+        rf.fit_ridge(key, p, x0, 0.5, num_noise=2.5)
+    with pytest.raises(ValueError, match="process must be a noising process"):
+        rf.init(key, 3, 16, None)
+
+
+def test_integer_inputs_are_promoted():
+    key = jax.random.key(0)
+    p = rf.init(key, 3, 16, ms.EDM(), time_features=4)
+    xi = jnp.asarray(np.arange(60).reshape(20, 3) % 7 - 3)
+    fit = jax.jit(lambda x: rf.fit_ridge(key, p, x, 0.5))
+    got, ref = fit(xi), fit(xi.astype(jnp.result_type(float)))  # integers: a dtype error
+    assert rel_err(got.readout.reshape(-1), ref.readout.reshape(-1)) < 1e-5
+    # the time embedding of an integer point was computed in integers
+    apply = jax.jit(rf.apply)
+    out = apply(ref, xi[0], 0.5)
+    assert out.dtype == jnp.result_type(float)
+    assert rel_err(out, apply(ref, xi[0].astype(out.dtype), 0.5)) < 1e-6
