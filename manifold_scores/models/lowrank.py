@@ -34,8 +34,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from manifold_scores import mixtures
+from manifold_scores import _checks, mixtures
 from manifold_scores._pytree import pytree_dataclass, static_field
+from manifold_scores.losses import _check_count, _check_process
 from manifold_scores.scores import PARAMETERISATIONS, convert
 
 __all__ = ["LowRankParams", "init", "apply", "bases", "retract", "orthonormalize", "pca",
@@ -80,17 +81,30 @@ class LowRankParams:
     target: str = static_field(default="x0")
 
 
+def _check_dtype(dtype, name):
+    # QR and eigh (the Stiefel maps, the baselines) have no float16 kernels on CPU
+    if jnp.dtype(dtype) not in (jnp.float32, jnp.float64):
+        raise ValueError(f"{name} must be float32 or float64 (the low-rank model's "
+                         f"orthonormalisation has no kernels for others), got {jnp.dtype(dtype)}")
+
+
 def init(key, dim: int, rank: int, num_components: int, process, *, orthonormalize: str = "qr",
          target: str = "x0", learn_weights: bool = False, bases=None, dtype=None) -> LowRankParams:
-    """Random orthonormal bases (or the given ``bases``), equal weights."""
+    """Random orthonormal bases (or the given ``bases``), equal weights.
+
+    ``process`` turns ``t`` into ``(alpha, sigma)`` in :func:`apply`; ``dtype`` is float32 or
+    float64 (default: the default float).
+    """
     if orthonormalize not in ORTHONORMALIZE:
         raise ValueError(f"orthonormalize must be one of {ORTHONORMALIZE}, got {orthonormalize!r}")
     if target not in PARAMETERISATIONS:
         raise ValueError(f"target must be one of {PARAMETERISATIONS}, got {target!r}")
+    _check_process(process)
     if not 1 <= rank <= dim or num_components < 1:
         raise ValueError(f"need 1 <= rank <= dim and num_components >= 1, got rank={rank}, "
                          f"dim={dim}, num_components={num_components}")
     dtype = dtype or jnp.result_type(float)
+    _check_dtype(dtype, "dtype")
     if bases is None:
         g = jax.random.normal(key, (num_components, dim, rank), dtype)
         bases = jnp.linalg.qr(g)[0]
@@ -114,11 +128,15 @@ def retract(params: LowRankParams, method: str = "qr") -> LowRankParams:
 
 def apply(params: LowRankParams, x, t):
     """The prediction (default ``x0``) at one point ``x`` and time ``t``."""
+    _check_dtype(params.raw.dtype, "the model's parameters")
+    # integer points would cast alpha and sigma to integers
+    x = _checks.as_float_array(x, "x")
     u = bases(params)
-    alpha = jnp.asarray(params.process.alpha(t), x.dtype)
-    sigma = jnp.asarray(params.process.sigma(t), x.dtype)
+    dtype = _checks.float_dtype(x, u)
+    alpha = jnp.asarray(params.process.alpha(t), dtype)
+    sigma = jnp.asarray(params.process.sigma(t), dtype)
     lw = params.log_weights
-    lw = jnp.zeros(u.shape[0], x.dtype) if lw is None else jax.nn.log_softmax(lw)
+    lw = jnp.zeros(u.shape[0], dtype) if lw is None else jax.nn.log_softmax(lw)
     st = mixtures.lowrank(x, u, lw, alpha, sigma)
     if params.target == "x0":
         return st.mean
@@ -133,7 +151,9 @@ def apply(params: LowRankParams, x, t):
 def pca(x, rank: int) -> jax.Array:
     """Top-``rank`` eigenvectors of the (uncentred) second moment of ``x`` (``(n, d)``):
     the DSM minimiser of the ``K = 1`` model. Returns ``(1, d, rank)``."""
-    x = jnp.asarray(x)
+    x = _checks.as_float_array(x, "x")
+    _checks.check_ndim(x, 2, "x", "(n, d)")
+    _check_count(rank, "rank", 1, min(x.shape))
     _, _, vt = jnp.linalg.svd(x, full_matrices=False)
     return vt[:rank].T[None]
 
@@ -164,15 +184,24 @@ def _k_subspaces_once(key, x, num_components, rank, iters):
     return u, subspace_objective(x, u)
 
 
-@functools.partial(jax.jit, static_argnames=("num_components", "rank", "restarts", "iters"))
 def k_subspaces(key, x, num_components: int, rank: int, *, restarts: int = 10,
                 iters: int = 30) -> jax.Array:
     """K-subspaces (alternate hard assignment and per-cluster PCA) with random restarts.
 
     Returns the bases ``(K, d, r)`` of the restart with the largest
-    :func:`subspace_objective`.
+    :func:`subspace_objective`. ``num_components`` and ``restarts`` are at least 1,
+    ``1 <= rank <= d``, ``iters >= 0``.
     """
-    x = jnp.asarray(x)
+    x = _checks.as_float_array(x, "x")
+    _checks.check_ndim(x, 2, "x", "(n, d)")
+    _checks.check_nonempty(x, "x")
+    return _k_subspaces(key, x, _check_count(num_components, "num_components"),
+                        _check_count(rank, "rank", 1, x.shape[1]),
+                        _check_count(restarts, "restarts"), _check_count(iters, "iters", 0))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _k_subspaces(key, x, num_components, rank, restarts, iters):
     keys = jax.random.split(key, restarts)
     us, objs = jax.vmap(lambda k: _k_subspaces_once(k, x, num_components, rank, iters))(keys)
     return us[jnp.argmax(objs)]

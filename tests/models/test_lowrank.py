@@ -123,3 +123,33 @@ def test_dsm_recovers_subspaces_small():
     mix = ms.MoLRG.random(jax.random.key(0), dim=16, rank=2, num_components=2)
     _, u = _train(mix, 40, 0.3, 300, 0.02, 2, 4, False)
     assert subspace_distance(u, np.asarray(mix.bases)) <= 0.1
+
+
+def test_float16_and_degenerate_sizes_are_refused():
+    key, proc = jax.random.key(0), ms.VP()
+    with pytest.raises(ValueError, match="dtype must be float32 or float64"):
+        lowrank.init(key, 8, 2, 3, proc, dtype=jnp.float16)
+    half = jax.tree.map(lambda a: a.astype(jnp.float16), lowrank.init(key, 8, 2, 3, proc))
+    with pytest.raises(ValueError, match="must be float32 or float64"):
+        lowrank.apply(half, jnp.ones(8), 0.5)
+    with pytest.raises(ValueError, match="process must be a noising process"):
+        lowrank.init(key, 8, 2, 3, None)
+    x = jax.random.normal(key, (20, 4))
+    for kw, match in [(dict(num_components=0), "num_components must be"),
+                      (dict(restarts=0), "restarts must be"), (dict(iters=-1), "iters must be"),
+                      (dict(rank=0), "rank must be an integer in"),
+                      (dict(rank=5), "rank must be an integer in")]:
+        with pytest.raises(ValueError, match=match):
+            lowrank.k_subspaces(key, x, **(dict(num_components=2, rank=1) | kw))
+    with pytest.raises(ValueError, match="rank must be"):
+        lowrank.pca(x, 0)
+
+
+def test_integer_points_are_promoted():
+    mix = ms.MoLRG.random(jax.random.key(0), dim=6, rank=2, num_components=3)
+    p = lowrank.init(None, 6, 2, 3, ms.VP(), bases=mix.bases)
+    apply = jax.jit(lowrank.apply)
+    xi = jnp.asarray([1, -2, 0, 3, 1, -1])
+    got = apply(p, xi, 0.5)  # was refused: "sigma must be positive" (sigma cast to 0)
+    assert got.dtype == jnp.result_type(float)
+    assert_rel_close(got, apply(p, xi.astype(got.dtype), 0.5), 1e-6)
