@@ -113,10 +113,10 @@ def _checked_data(params, x0, ts):
         raise ValueError(f"ts must be one time or a vector of times, got shape {jnp.shape(ts)}")
     proc = params.process
     losses._check_process(proc)
-    if _checks.is_concrete(ts):
-        for t in np.atleast_1d(np.asarray(ts)):
-            losses._check_time(proc, t, "ts")
     ts = jnp.atleast_1d(jnp.asarray(ts, x0.dtype))
+    if _checks.is_concrete(ts):
+        for t in np.asarray(ts):
+            losses._check_time(proc, t, "ts")
     alphas, sigmas = proc.alpha(ts).astype(x0.dtype), proc.sigma(ts).astype(x0.dtype)
     if _checks.is_concrete(sigmas) and _checks.is_concrete(alphas):
         _checks.check_positive(sigmas, "sigma")

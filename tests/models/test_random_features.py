@@ -86,7 +86,7 @@ def test_fit_refuses_invalid_noise_levels_and_mismatched_data():
     key = jax.random.key(0)
     p = rf.init(key, 3, 16, ms.EDM())
     x0 = jax.random.normal(jax.random.key(1), (20, 3))
-    for ts in (-1.0, 0.0, jnp.array([0.5, -1.0])):  # EDM: t is sigma
+    for ts in (-1.0, 0.0, jnp.array([0.5, -1.0]), [0.5, -1.0]):  # EDM: t is sigma
         with pytest.raises(ValueError, match="ts must lie in"):
             rf.fit_ridge(key, p, x0, ts)
     with pytest.raises(ValueError, match="sigma must be positive"):
