@@ -109,11 +109,12 @@ def _checked_data(params, x0, ts):
     if x0.shape[1] != dim:
         raise ValueError(f"x0 must have shape (n, {dim}) (the model's dimension), got shape "
                          f"{x0.shape}")
-    if jnp.ndim(ts) > 1:
-        raise ValueError(f"ts must be one time or a vector of times, got shape {jnp.shape(ts)}")
     proc = params.process
     losses._check_process(proc)
-    ts = jnp.atleast_1d(jnp.asarray(ts, x0.dtype))
+    ts = jnp.asarray(ts, x0.dtype)
+    if ts.ndim > 1:
+        raise ValueError(f"ts must be one time or a vector of times, got shape {ts.shape}")
+    ts = jnp.atleast_1d(ts)
     if _checks.is_concrete(ts):
         for t in np.asarray(ts):
             losses._check_time(proc, t, "ts")
@@ -178,9 +179,10 @@ def ridge_loss(key, params: RFParams, x0, ts, *, ridge: float = 1e-3, weighting=
     """Mean over ``ts`` of :func:`manifold_scores.losses.dsm_fixed_sigma` plus ``ridge |A|_F^2``:
     the objective :func:`fit_ridge` minimises (for gradient-based checks)."""
     x0 = losses._check_batch(x0)
-    if jnp.ndim(ts) > 1:
-        raise ValueError(f"ts must be one time or a vector of times, got shape {jnp.shape(ts)}")
-    ts = jnp.atleast_1d(jnp.asarray(ts, x0.dtype))
+    ts = jnp.asarray(ts, x0.dtype)
+    if ts.ndim > 1:
+        raise ValueError(f"ts must be one time or a vector of times, got shape {ts.shape}")
+    ts = jnp.atleast_1d(ts)
     keys = jax.random.split(key, ts.shape[0]) if ts.shape[0] > 1 else key[None]
     vals = jnp.stack([losses.dsm_fixed_sigma(keys[j], apply, params, x0, params.process, ts[j],
                                              weighting=weighting, num_noise=num_noise,
