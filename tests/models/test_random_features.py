@@ -111,11 +111,16 @@ def test_integer_inputs_are_promoted():
     key = jax.random.key(0)
     p = rf.init(key, 3, 16, ms.EDM(), time_features=4)
     xi = jnp.asarray(np.arange(60).reshape(20, 3) % 7 - 3)
-    fit = jax.jit(lambda x: rf.fit_ridge(key, p, x, 0.5))
-    got, ref = fit(xi), fit(xi.astype(jnp.result_type(float)))  # integers: a dtype error
-    assert rel_err(got.readout.reshape(-1), ref.readout.reshape(-1)) < 1e-5
-    # the time embedding of an integer point was computed in integers
-    apply = jax.jit(rf.apply)
-    out = apply(ref, xi[0], 0.5)
-    assert out.dtype == jnp.result_type(float)
-    assert rel_err(out, apply(ref, xi[0].astype(out.dtype), 0.5)) < 1e-6
+    xf = xi.astype(jnp.result_type(float))
+
+    @jax.jit
+    def run(xi, xf):
+        # integer data were a dtype error; an integer point's time embedding was in integers
+        fit_i, fit_f = rf.fit_ridge(key, p, xi, 0.5), rf.fit_ridge(key, p, xf, 0.5)
+        return (fit_i.readout, fit_f.readout, rf.apply(fit_f, xi[0], 0.5),
+                rf.apply(fit_f, xf[0], 0.5))
+
+    a_int, a_float, out_int, out_float = run(xi, xf)
+    assert rel_err(a_int.reshape(-1), a_float.reshape(-1)) < 1e-5
+    assert out_int.dtype == jnp.result_type(float)
+    assert rel_err(out_int, out_float) < 1e-6
