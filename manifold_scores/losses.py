@@ -463,10 +463,11 @@ def ism(key, apply: Callable, params: Any, x, t=0.0, *, divergence="auto", num_p
     """
     x = _check_batch(x, "x")
     n, d = x.shape
-    if jnp.shape(t) not in ((), (n,)):
+    t = jnp.asarray(t, x.dtype)
+    if t.shape not in ((), (n,)):
         raise ValueError(f"t must be a scalar or have shape ({n},) (one time per point), got "
-                         f"shape {jnp.shape(t)}")
-    t = jnp.broadcast_to(jnp.asarray(t, x.dtype), (n,))
+                         f"shape {t.shape}")
+    t = jnp.broadcast_to(t, (n,))
     num_probes = _check_count(num_probes, "num_probes")
     if callable(divergence):
         s, div = jax.vmap(divergence, (None, 0, 0))(params, x, t)
