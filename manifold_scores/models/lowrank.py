@@ -49,14 +49,13 @@ ORTHONORMALIZE = ("qr", "polar", "none")
 def orthonormalize(raw, method: str = "qr"):
     """Map ``(..., d, r)`` matrices onto the Stiefel manifold (orthonormal columns).
 
-    ``"qr"``: the Q factor with signs fixed so that ``diag(R) > 0`` (a smooth map near full
-    rank); ``"polar"``: ``W (W^T W)^{-1/2}``, the nearest orthonormal matrix.
+    ``"qr"``: the Q factor with ``diag(R) > 0`` (a smooth map near full rank), by Gram-Schmidt
+    in plain XLA (see :func:`_orthonormal_columns`: LAPACK's batched ``geqrf`` can deadlock
+    XLA:CPU when models are trained under ``jax.vmap``); ``"polar"``: ``W (W^T W)^{-1/2}``, the
+    nearest orthonormal matrix.
     """
     if method == "qr":
-        q, r = jnp.linalg.qr(raw)
-        sign = jnp.sign(jnp.diagonal(r, axis1=-2, axis2=-1))
-        sign = jnp.where(sign == 0, 1.0, sign)
-        return q * sign[..., None, :]
+        return _orthonormal_columns(raw)
     if method == "polar":
         gram = jnp.einsum("...dr,...ds->...rs", raw, raw, precision=jax.lax.Precision.HIGHEST)
         evals, evecs = jnp.linalg.eigh(gram)
@@ -108,7 +107,7 @@ def init(key, dim: int, rank: int, num_components: int, process, *, orthonormali
     _check_dtype(dtype, "dtype")
     if bases is None:
         g = jax.random.normal(key, (num_components, dim, rank), dtype)
-        bases = jnp.linalg.qr(g)[0]
+        bases = _orthonormal_columns(g)
     bases = jnp.asarray(bases, dtype)
     if bases.shape != (num_components, dim, rank):
         raise ValueError(f"bases must have shape {(num_components, dim, rank)}, got {bases.shape}")
@@ -177,26 +176,64 @@ def subspace_residual(x, u) -> jax.Array:
     return 1.0 - subspace_objective(x, u) / jnp.where(total > 0, total, 1.0)
 
 
-def _cluster_pca(x, labels, num_components, rank):
+FINAL_POWER = 16  # subspace-iteration steps on the final clusters (squared ratio per step)
+
+
+def _orthonormal_columns(a):
+    """Orthonormal columns spanning those of ``a`` ``(..., m, r)``, in plain XLA.
+
+    Classical Gram-Schmidt applied twice per column (as accurate as Householder QR for the
+    well-conditioned bases here); a column that depends on the previous ones is replaced by a
+    fixed direction made orthogonal to them, so the result always has ``r`` orthonormal columns.
+    Not LAPACK on purpose: XLA:CPU (jax 0.10) on two or more threads deadlocks when batched
+    ``geqrf`` / ``syevd`` custom calls run concurrently with the rest of a graph (measured here:
+    the vmapped clustering of E5 never returned, at 0% CPU; see also ``models.kernel``).
+    """
+    m, r = a.shape[-2], a.shape[-1]
+    spare = jax.random.normal(jax.random.key(0), (m, r), a.dtype)
+    hi = jax.lax.Precision.HIGHEST
+    cols = []
+
+    def project_out(v):
+        if not cols:
+            return v
+        q = jnp.stack(cols, -1)
+        for _ in range(2):
+            v = v - jnp.einsum("...mr,...r->...m", q,
+                               jnp.einsum("...mr,...m->...r", q, v, precision=hi), precision=hi)
+        return v
+
+    for j in range(r):  # unrolled: r is static and small, and XLA fuses straight-line code
+        v = a[..., j]
+        scale = jnp.linalg.norm(v, axis=-1, keepdims=True)
+        v = project_out(v)
+        norm = jnp.linalg.norm(v, axis=-1, keepdims=True)
+        # dependent (or zero) column: take the spare direction instead
+        weak = norm <= 1e-5 * jnp.maximum(scale, jnp.finfo(a.dtype).tiny)
+        v = jnp.where(weak, project_out(jnp.broadcast_to(spare[:, j], v.shape)), v)
+        cols.append(v / jnp.linalg.norm(v, axis=-1, keepdims=True))
+    return jnp.stack(cols, -1)
+
+
+def _cluster_pca(x, labels, num_components, rank, start=None, power: int = 1):
     """Top-``rank`` principal directions ``(K, d, r)`` of each cluster's rows.
 
-    Through the ``n x n`` Gram matrix (``O(n^2 d)``: no ``d x d`` matrix, so ``d = 3072`` is
-    as cheap as ``d = 32`` for small clusters), then one subspace iteration in ``R^d`` that
-    restores the float accuracy the Gram matrix's squared singular values lose.
+    Subspace iteration ``U <- orth(X_c^T X_c U)`` in ``R^d`` (``O(n d r)``: no ``d x d`` or
+    ``n x n`` eigensolver), from ``start`` (``(K, d, r)``: the previous bases, which K-subspaces
+    refines) or from the randomised range ``X_c^T Omega``, exact after one step for a cluster of
+    rank at most ``r``.
     """
     hi = jax.lax.Precision.HIGHEST
-    gram = jnp.einsum("nd,md->nm", x, x, precision=hi)
-
-    def one(c):
-        m = (labels == c).astype(x.dtype)
-        xc = x * m[:, None]
-        _, vecs = jnp.linalg.eigh(gram * m[:, None] * m[None, :])
-        u = jnp.linalg.qr(jnp.einsum("nd,nr->dr", xc, vecs[:, ::-1][:, :rank], precision=hi))[0]
-        u = jnp.einsum("nd,nr->dr", xc, jnp.einsum("nd,dr->nr", xc, u, precision=hi),
-                       precision=hi)
-        return jnp.linalg.qr(u)[0]
-
-    return jnp.stack([one(c) for c in range(num_components)])
+    onehot = jax.nn.one_hot(labels, num_components, dtype=x.dtype)  # (n, K)
+    xc = x[None] * onehot.T[:, :, None]  # (K, n, d)
+    if start is None:
+        omega = jax.random.normal(jax.random.key(1), (num_components, x.shape[0], rank), x.dtype)
+        start = jnp.einsum("knd,knr->kdr", xc, omega, precision=hi)
+    u = _orthonormal_columns(start)
+    for _ in range(power):
+        u = _orthonormal_columns(jnp.einsum(
+            "knd,knr->kdr", xc, jnp.einsum("knd,kdr->knr", xc, u, precision=hi), precision=hi))
+    return u
 
 
 def _k_subspaces_from(x, u0, num_components, rank, iters):
@@ -206,17 +243,20 @@ def _k_subspaces_from(x, u0, num_components, rank, iters):
         energy = jnp.sum(jnp.einsum("nd,kdr->nkr", x, u,
                                     precision=jax.lax.Precision.HIGHEST) ** 2, -1)
         labels = jnp.argmax(energy, -1)
-        new = _cluster_pca(x, labels, num_components, rank)
+        new = _cluster_pca(x, labels, num_components, rank, start=u)
         # an empty cluster keeps its previous basis
         empty = jnp.sum(jax.nn.one_hot(labels, num_components, dtype=x.dtype), 0) == 0
-        return jnp.where(empty[:, None, None], u, new), None
+        return jnp.where(empty[:, None, None], u, new), labels
 
-    u, _ = jax.lax.scan(step, u0, None, length=iters)
-    return u
+    u, labels = jax.lax.scan(step, u0, None, length=iters)
+    if iters == 0:
+        return u
+    # the polish's one power step per iteration tracks moving clusters; converge on the last
+    return _cluster_pca(x, labels[-1], num_components, rank, start=u, power=FINAL_POWER)
 
 
 def _random_bases(key, num_components, dim, rank, count, dtype):
-    return jnp.linalg.qr(jax.random.normal(key, (count, num_components, dim, rank), dtype))[0]
+    return _orthonormal_columns(jax.random.normal(key, (count, num_components, dim, rank), dtype))
 
 
 def _clustering_args(x, num_components, rank, restarts, iters):
@@ -260,11 +300,19 @@ def _spectral_labels(key, x, valid, num_components, restarts, iters=20):
     ``valid = 0`` take no part.
     """
     k = num_components
-    gram = jnp.abs(jnp.einsum("nd,md->nm", x, x, precision=jax.lax.Precision.HIGHEST))
+    hi = jax.lax.Precision.HIGHEST
+    gram = jnp.abs(jnp.einsum("nd,md->nm", x, x, precision=hi))
     deg = jnp.sum(gram, 1)
     inv = jnp.where(deg > 0, jax.lax.rsqrt(jnp.where(deg > 0, deg, 1.0)), 0.0)
-    _, vecs = jnp.linalg.eigh(inv[:, None] * gram * inv[None, :])
-    emb = vecs[:, -k:]
+    # the top-K eigenvectors by orthogonal iteration on the affinity shifted into [0, 2]
+    # (plain XLA, see _orthonormal_columns), converging at rate (1 + lambda_{K+1}) / 2 per step
+    shifted = inv[:, None] * gram * inv[None, :] + jnp.eye(x.shape[0], dtype=x.dtype)
+
+    def power(v, _):
+        return _orthonormal_columns(jnp.einsum("nm,mk->nk", shifted, v, precision=hi)), None
+
+    v0 = _orthonormal_columns(jax.random.normal(jax.random.key(2), (x.shape[0], k), x.dtype))
+    emb, _ = jax.lax.scan(power, v0, None, length=100)
     norm = jnp.linalg.norm(emb, axis=1, keepdims=True)
     emb = jnp.where(norm > 0, emb / jnp.where(norm > 0, norm, 1.0), 0.0)
 
