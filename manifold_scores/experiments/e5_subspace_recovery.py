@@ -496,7 +496,7 @@ def plot(table: Table):
                 ax.set_xlabel("N_k / r (points per component / rank)")
             if j == 0:
                 ax.set_ylabel("success rate (error <= 0.1)")
-            if ax.lines:
+            if any(not line.get_label().startswith("_") for line in ax.lines):
                 ax.legend(fontsize=7, loc="lower right")
     fig.suptitle("E5: subspace recovery against N_k / r (dashed: N_k = r)", fontsize=10)
     fig.tight_layout()
