@@ -377,9 +377,9 @@ def subspace_clustering(key, x, num_components: int, rank: int, *, mask=None,
     Example:
         >>> import jax, manifold_scores as ms
         >>> from manifold_scores.models import lowrank
-        >>> mix = ms.MoLRG.random(jax.random.key(0), dim=64, rank=3, num_components=3)
+        >>> mix = ms.MoLRG.random(jax.random.key(0), dim=16, rank=2, num_components=3)
         >>> x = mix.sample(jax.random.key(1), 30)
-        >>> u = lowrank.subspace_clustering(jax.random.key(2), x, 3, 3)
+        >>> u = lowrank.subspace_clustering(jax.random.key(2), x, 3, 2, restarts=1, iters=5)
         >>> bool(ms.metrics.subspace_recovery(u, mix.bases).max_error < 1e-3)
         True
         >>> bool(lowrank.subspace_residual(x, u) < 1e-5)

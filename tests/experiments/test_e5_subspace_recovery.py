@@ -13,6 +13,7 @@ import pytest
 import manifold_scores as ms
 from manifold_scores.experiments import e5_subspace_recovery as e5
 from manifold_scores.models import lowrank
+from tests.helpers import slow_except
 
 
 def _points(key, bases, n_k):
@@ -21,12 +22,14 @@ def _points(key, bases, n_k):
     return jnp.einsum("kdr,knr->knd", bases, coef).reshape(k_num * n_k, d)
 
 
-def test_clustering_recovers_orthogonal_subspaces_from_r_plus_one_points():
-    """N_k = r + 1 points on each of 3 orthogonal rank-8 subspaces in R^512: random restarts of
-    K-subspaces cannot find them; the spectral start does, and its certificate is zero."""
-    mix = ms.MoLRG.random(jax.random.key(0), dim=512, rank=8, num_components=3)
-    x = _points(jax.random.key(1), mix.bases, 9)
-    u = lowrank.subspace_clustering(jax.random.key(2), x, 3, 8)
+@pytest.mark.parametrize("dim, rank", slow_except([(48, 4), (512, 8)], fast=[(48, 4)]))
+def test_clustering_recovers_orthogonal_subspaces_from_r_plus_one_points(dim, rank):
+    """N_k = r + 1 points on each of 3 orthogonal rank-r subspaces (R^512, r = 8 in the slow
+    suite): random restarts of K-subspaces miss them; the spectral start finds them, and its
+    certificate is zero."""
+    mix = ms.MoLRG.random(jax.random.key(0), dim=dim, rank=rank, num_components=3)
+    x = _points(jax.random.key(1), mix.bases, rank + 1)
+    u = lowrank.subspace_clustering(jax.random.key(2), x, 3, rank)
     assert ms.metrics.subspace_recovery(u, mix.bases).max_error < 1e-3
     assert float(lowrank.subspace_residual(x, u)) < 1e-5
     assert float(lowrank.subspace_residual(x, mix.bases)) < 1e-5  # the truth scores 0
