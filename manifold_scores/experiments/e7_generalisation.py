@@ -23,7 +23,7 @@ Measurements, per model:
 * generalisation score ``g = 1 -`` the memorisation fraction (share of samples whose nearest /
   second-nearest distinct training distance is below 1/3);
 * its **null**: the same score for 512 fresh draws from the MoLRG law against the *same*
-  training set, repeated (100 times quick, 200 full); ``g`` is compared with the 95% band
+  training set, repeated 200 times; ``g`` is compared with the 95% band
   (:func:`protocol.null_band`) and the median of these repetitions. Fresh data do not score 1:
   in ``r`` dimensions a fresh point's nearest / second-nearest ratio is below 1/3 with
   probability about ``3^-r`` (0.11 at ``r = 2``);
@@ -120,7 +120,7 @@ def _sizes(size):
     common = dict(seeds=3, width=128, depth=3, batch=128, lr=2e-3, n_samples=512)
     if size == "quick":
         return dict(common, dim=16, ranks=(2, 8), ratios=(1, 4, 16, 64), steps=3000,
-                    null_repeats=100)
+                    null_repeats=200)
     return dict(common, dim=32, ranks=(2, 4, 8), ratios=(1, 2, 4, 8, 16, 32, 64), steps=12000,
                 null_repeats=200)
 
