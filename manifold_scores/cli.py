@@ -20,10 +20,8 @@ differs from the recorded one; 4 when a control failed (the study cannot support
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import secrets
 import sys
 import tempfile
 import time
@@ -34,6 +32,7 @@ import numpy as np
 
 import manifold_scores as ms
 from manifold_scores import experiments
+from manifold_scores._files import atomic_write
 
 
 def demo() -> int:
@@ -155,22 +154,7 @@ def write_json(path: str, payload) -> None:
     The temporary file sits in the same directory so that ``os.replace`` is a rename on one file
     system, and it is synced first so that the rename never exposes a file still being written.
     """
-    text = json.dumps(payload, indent=2)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    # os.open with mode 0o666 lets the umask set the permissions, as a plain open(path, "w")
-    # would; tempfile's files are private to their owner.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, json.dumps(payload, indent=2).encode())
 
 
 def verify(quick: bool = False, json_path: str | None = None, plots: str | None = None,

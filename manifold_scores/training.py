@@ -38,7 +38,6 @@ import math as _math
 import operator as _operator
 import os as _os
 import re as _re
-import tempfile as _tempfile
 import time as _time
 import warnings as _warnings
 from collections.abc import Callable
@@ -52,6 +51,7 @@ from flax import serialization as _serialization
 from jax.sharding import NamedSharding as _NamedSharding
 from jax.sharding import PartitionSpec as _P
 
+from manifold_scores._files import atomic_write
 from manifold_scores._pytree import pytree_dataclass, static_field
 
 __all__ = [
@@ -616,39 +616,6 @@ def from_bytes(like, data: bytes, *, name: str = "checkpoint"):
     return jax.tree.unflatten(treedef, restored)
 
 
-def _atomic_write(path: str, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so that a failure at any point leaves the old file intact.
-
-    A temporary file in the same folder is written, flushed and fsync-ed, then renamed over
-    ``path`` (atomic on POSIX and Windows); the folder is fsync-ed so the rename survives a
-    power loss.
-    """
-    directory = _os.path.dirname(_os.path.abspath(path))
-    fd, tmp = _tempfile.mkstemp(prefix=f".{_os.path.basename(path)}.", suffix=".tmp",
-                                dir=directory)
-    try:
-        try:
-            mode = _os.stat(path).st_mode & 0o777
-        except FileNotFoundError:
-            mode = 0o644
-        with open(fd, "wb") as f:
-            _os.fchmod(f.fileno(), mode)
-            f.write(payload)
-            f.flush()
-            _os.fsync(f.fileno())
-        _os.replace(tmp, path)
-    except BaseException:
-        with _contextlib.suppress(OSError):
-            _os.unlink(tmp)
-        raise
-    with _contextlib.suppress(OSError):  # not every platform can open a folder
-        dir_fd = _os.open(directory, _os.O_RDONLY)
-        try:
-            _os.fsync(dir_fd)
-        finally:
-            _os.close(dir_fd)
-
-
 def save(path: str | _os.PathLike, tree) -> None:
     """Write any PyTree (parameters, a :class:`TrainState`, a :class:`Checkpoint`) to ``path``.
 
@@ -657,7 +624,7 @@ def save(path: str | _os.PathLike, tree) -> None:
     leaf, Ctrl-C, a full disk) leaves the previous file loadable and unchanged. The format is
     msgpack behind a SHA-256 checksum; loading executes nothing from the file.
     """
-    _atomic_write(_os.fspath(path), to_bytes(tree))
+    atomic_write(_os.fspath(path), to_bytes(tree))
 
 
 def load(path: str | _os.PathLike, like):
