@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import operator
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,6 +53,7 @@ __all__ = [
     "check_orthonormal",
     "check_ndim",
     "check_nonempty",
+    "check_sample_count",
     "check_noise_levels",
     "validated",
 ]
@@ -201,6 +203,17 @@ def check_orthonormal(bases: Any, name: str = "bases") -> None:
                 f"{name} must have orthonormal columns (U^T U = I); max |U^T U - I| = {err:.3g}. "
                 "Orthonormalise with jnp.linalg.qr first."
             )
+
+
+def check_sample_count(n: Any) -> int:
+    """A number of samples: an integer ``n >= 0`` (``ValueError`` naming ``n`` otherwise)."""
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}") from None
+    if n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n}")
+    return n
 
 
 def check_nonempty(points: Any, name: str = "points") -> None:

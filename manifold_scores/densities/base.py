@@ -15,10 +15,10 @@ the rest; the unused outputs are removed by XLA's dead-code elimination under ``
 from __future__ import annotations
 
 import functools
-import operator
 
 import jax
 
+from manifold_scores import _checks
 from manifold_scores.mixtures import MixtureStats, divergence
 
 __all__ = ["Density"]
@@ -34,12 +34,7 @@ def _checked_sample(sample):
 
     @functools.wraps(sample)
     def wrapper(self, key, n, *args, **kwargs):
-        try:
-            n = operator.index(n)
-        except TypeError:
-            raise ValueError(f"n must be a non-negative integer, got {n!r}") from None
-        if n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n}")
+        n = _checks.check_sample_count(n)
         if args or kwargs:
             return sample(self, key, n, *args, **kwargs)
         return compiled(self, key, n)

@@ -46,7 +46,6 @@ Example:
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -459,12 +458,7 @@ def sample(key, params: KernelParams, n: int, alpha=1.0, sigma=0.0) -> jax.Array
     ``N(z, Gamma^{-1})`` is drawn as ``xi / sqrt(eps) + V ((s^2 + eps)^{-1/2} - eps^{-1/2}) V^T xi``
     with ``L = V S W^T`` the thin SVD of the chosen centre's factor (``O(d q)`` per draw).
     """
-    try:
-        n = operator.index(n)
-    except TypeError:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}") from None
-    if n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n}")
+    n = _checks.check_sample_count(n)
     _checks.check_nonnegative(alpha, "alpha")
     _checks.check_nonnegative(sigma, "sigma")
     keys = jax.random.split(key, n)
