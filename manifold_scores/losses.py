@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Callable
 from typing import Any
@@ -226,16 +225,9 @@ def _check_interval(process, t_min, t_max):
 
 def _check_time(process, t, name="t"):
     """One time inside the process's time domain (when concrete)."""
-    domain = getattr(process, "time_domain", None)
-    if domain is None or not _checks.is_concrete(t):
-        return
-    lo, hi, inclusive = domain
-    value = float(t)
-    below = value < lo if inclusive else value <= lo
-    if not math.isfinite(value) or below or value >= hi:
-        left = "[" if inclusive else "("
-        raise ValueError(f"{name} must lie in {left}{lo:g}, {hi:g}) for "
-                         f"{type(process).__name__}, got {value:g}")
+    check = getattr(process, "check_time", None)
+    if callable(check):
+        check(t, name)
 
 
 def _check_count(value, name, least=1, most=None) -> int:

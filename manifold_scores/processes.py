@@ -43,22 +43,26 @@ class Process:
     #: ``(lo, hi, lo_inclusive)``: valid times satisfy ``lo < t < hi`` (``lo <= t`` if inclusive).
     time_domain: tuple[float, float, bool] = (0.0, math.inf, False)
 
+    def check_time(self, t, name: str = "t") -> None:
+        """Raise ``ValueError`` naming ``name`` unless ``t`` lies in :attr:`time_domain`
+        (traced values are skipped)."""
+        if not _checks.is_concrete(t):
+            return
+        lo, hi, inclusive = self.time_domain
+        value = float(t)
+        below = value < lo if inclusive else value <= lo
+        if not math.isfinite(value) or below or value >= hi:
+            left = "[" if inclusive else "("
+            raise ValueError(f"{name} must lie in {left}{lo:g}, {hi:g}) for "
+                             f"{type(self).__name__}, got {value:g}")
+
     def check_interval(self, t_min, t_max) -> None:
         """Raise ``ValueError`` unless ``t_min < t_max`` both lie in :attr:`time_domain`.
 
         Traced values are skipped (a sampler checks ``sigma > 0`` on its grid at run time).
         """
-        lo, hi, inclusive = self.time_domain
-        name = type(self).__name__
-        for label, t in (("t_min", t_min), ("t_max", t_max)):
-            if not _checks.is_concrete(t):
-                continue
-            value = float(t)
-            below = value < lo if inclusive else value <= lo
-            if not math.isfinite(value) or below or value >= hi:
-                left = "[" if inclusive else "("
-                raise ValueError(f"{label} must lie in {left}{lo:g}, {hi:g}) for {name}, got "
-                                 f"{value:g}")
+        self.check_time(t_min, "t_min")
+        self.check_time(t_max, "t_max")
         if _checks.is_concrete(t_min) and _checks.is_concrete(t_max) and \
                 not float(t_min) < float(t_max):
             raise ValueError(f"t_min must be < t_max, got t_min={float(t_min):g}, "
