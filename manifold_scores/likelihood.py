@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from manifold_scores import _checks
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores._pytree import pytree_dataclass
 from manifold_scores.sampling import _args, _jit
 from manifold_scores.sampling import grids as _grids
@@ -224,3 +225,5 @@ def bits_per_dim(log_prob_value, dim: int, scale: float = 1.0):
     if int(dim) < 1:
         raise ValueError(f"dim must be >= 1, got {dim}")
     return -(log_prob_value + dim * math.log(scale)) / (dim * math.log(2.0))
+
+__dir__ = _public_dir(__all__)

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from manifold_scores import _checks
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores.scores import PARAMETERISATIONS, convert
 
 __all__ = [
@@ -482,3 +483,5 @@ def ism(key, apply: Callable, params: Any, x, t=0.0, *, divergence="auto", num_p
 
         s, div = jax.vmap(one)(x, t, keys)
     return _reduce(0.5 * jnp.sum(s * s, -1) + div, reduction)
+
+__dir__ = _public_dir(__all__)

@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from manifold_scores._api import public_dir as _public_dir
+
 __all__ = [
     "SubspaceRecovery",
     "angle_histogram",
@@ -636,3 +638,5 @@ def angle_tv_laws(log_p, log_q, bins: int = 64) -> float:
     """Total variation between two angle laws given as log-densities, on the same bins as
     :func:`angle_tv` (so that it is the limit of ``angle_tv`` for many samples)."""
     return float(0.5 * np.abs(_reference_bins(log_p, bins) - _reference_bins(log_q, bins)).sum())
+
+__dir__ = _public_dir(__all__)

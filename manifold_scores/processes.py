@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from manifold_scores import _checks
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores._pytree import pytree_dataclass
 
 __all__ = ["Process", "VE", "VP", "CosineVP", "EDM", "Flow"]
@@ -358,3 +359,5 @@ class Flow(Process):
     def t_from_log_snr(self, log_snr):
         # lambda = 2 log((1 - t) / t)  =>  t = sigmoid(-lambda / 2)
         return jax.nn.sigmoid(-0.5 * log_snr)
+
+__dir__ = _public_dir(__all__)

@@ -22,6 +22,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores._pytree import pytree_dataclass
 
 __all__ = ["PARAMETERISATIONS", "DenoiserFn", "ScoreFn", "convert", "denoiser_fn", "score_fn",
@@ -142,3 +143,5 @@ def denoiser_fn(density, process) -> DenoiserFn:
     """``(x, t) -> E[X0 | x_t = x]`` along a process, as a callable PyTree (:class:`DenoiserFn`).
     """
     return DenoiserFn(density, process)
+
+__dir__ = _public_dir(__all__)

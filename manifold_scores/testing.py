@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores.mixtures import MixtureStats
 
 __all__ = ["dense_mixture_stats", "naive_isotropic_stats", "molrg_dense_parts"]
@@ -77,3 +78,5 @@ def naive_isotropic_stats(x, points, log_weights, alpha, sigma) -> MixtureStats:
     spread = jnp.sum(w * jnp.sum((points - mean) ** 2, -1))
     log_prob = jax.scipy.special.logsumexp(logits) - 0.5 * d * jnp.log(2 * math.pi * sigma**2)
     return MixtureStats(log_prob, delta / sigma**2, mean, spread)
+
+__dir__ = _public_dir(__all__)

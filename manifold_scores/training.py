@@ -51,6 +51,7 @@ from flax import serialization as _serialization
 from jax.sharding import NamedSharding as _NamedSharding
 from jax.sharding import PartitionSpec as _P
 
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores._files import atomic_write
 from manifold_scores._pytree import pytree_dataclass, static_field
 
@@ -645,3 +646,5 @@ def load(path: str | _os.PathLike, like):
     with open(path, "rb") as f:
         data = f.read()
     return from_bytes(like, data, name=path)
+
+__dir__ = _public_dir(__all__)

@@ -19,6 +19,7 @@ import functools
 import jax
 
 from manifold_scores import _checks
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores.mixtures import MixtureStats, divergence
 
 __all__ = ["Density"]
@@ -81,3 +82,5 @@ class Density:
     def score_divergence(self, x, alpha, sigma) -> jax.Array:
         """``div_x score`` in closed form: ``-d/sigma^2 + alpha^2 tr Cov[X|x] / sigma^4``."""
         return divergence(self.stats(x, alpha, sigma), alpha, sigma)
+
+__dir__ = _public_dir(__all__)

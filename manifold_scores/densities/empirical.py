@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from manifold_scores import _checks, mixtures
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores._pytree import pytree_dataclass, static_field
 from manifold_scores.densities.base import Density
 
@@ -102,3 +103,5 @@ class Empirical(Density):
         return jax.nn.softmax(
             mixtures.isotropic_logits(x, self.points, self.log_weights, alpha, sigma,
                                       centre=self.centre))
+
+__dir__ = _public_dir(__all__)

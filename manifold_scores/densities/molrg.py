@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from manifold_scores import _checks, mixtures
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores._pytree import pytree_dataclass, static_field
 from manifold_scores.densities.base import Density
 
@@ -183,3 +184,5 @@ class MoLRG(Density):
         tau2 = jnp.broadcast_to(jnp.square(jnp.asarray(self.noise_floor, cov.dtype)),
                                 (self.num_components,))
         return cov + tau2[:, None, None] * jnp.eye(self.dim, dtype=cov.dtype)
+
+__dir__ = _public_dir(__all__)

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from manifold_scores import _checks
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores.mixtures._stream import (
     DEFAULT_CHUNK_SIZE,
     HIGHEST,
@@ -270,3 +271,5 @@ def _top_k_indices(logits, k):
     _, groups = lax.top_k(jnp.max(grid, axis=0), k)
     _, pos = lax.top_k(grid[:, groups].reshape(-1), k)
     return (pos // k) * g + groups[pos % k]
+
+__dir__ = _public_dir(__all__)

@@ -56,6 +56,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from manifold_scores import _checks
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores.mixtures._stream import (
     DEFAULT_CHUNK_SIZE,
     HIGHEST,
@@ -437,3 +438,5 @@ def lowrank_acc(x, bases, log_weights, alpha, sigma, means, v, tau2, centre, chu
 
     arrays = (bases, log_weights, v, tau2) + ((means,) if has_means else ())
     return stream(chunk_fn, arrays, chunk_size)
+
+__dir__ = _public_dir(__all__)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from manifold_scores import _checks
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores.mixtures._stream import (
     DEFAULT_CHUNK_SIZE,
     Acc,
@@ -163,3 +164,5 @@ def lowrank_sharded(xs, bases, log_weights, alpha, sigma, *, mesh: jax.sharding.
         in_specs=(P(batch_axis), P(), P(), P()) + (P(components_axis),) * len(arrays),
         out_specs=P(batch_axis))
     return jax.jit(fn)(xs, alpha, sigma, centre, *arrays)
+
+__dir__ = _public_dir(__all__)

@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import jax
 
+from manifold_scores._api import public_dir as _public_dir
+
 __all__ = ["MixtureStats", "divergence"]
 
 
@@ -40,3 +42,5 @@ def divergence(stats: MixtureStats, alpha, sigma):
     d = stats.score.shape[-1]
     s2 = sigma * sigma
     return -d / s2 + alpha * alpha * stats.cov_trace / (s2 * s2)
+
+__dir__ = _public_dir(__all__)

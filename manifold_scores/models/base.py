@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores._pytree import pytree_dataclass, static_field
 from manifold_scores.losses import _resolve_target
 from manifold_scores.scores import convert
@@ -73,3 +74,5 @@ def bind(apply: Callable, params: Any, process=None, target: str | None = None) 
         raise ValueError(f"a model predicting {target!r} needs a process to return scores")
     return Bound(params, apply, process, target)
 
+
+__dir__ = _public_dir(__all__)

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from manifold_scores import _checks, mixtures
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores._pytree import pytree_dataclass, static_field
 from manifold_scores.losses import _check_count, _check_process
 from manifold_scores.scores import PARAMETERISATIONS, convert
@@ -390,3 +391,5 @@ def subspace_clustering(key, x, num_components: int, rank: int, *, mask=None,
     if mask is not None and jnp.shape(mask) != (x.shape[0],):
         raise ValueError(f"mask must have shape ({x.shape[0]},), got {jnp.shape(mask)}")
     return _subspace_clustering(key, x, mask, num_components, rank, restarts, iters)
+
+__dir__ = _public_dir(__all__)

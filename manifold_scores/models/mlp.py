@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from manifold_scores import _checks
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores._pytree import pytree_dataclass, static_field
 from manifold_scores.losses import _check_count, _check_process
 from manifold_scores.scores import PARAMETERISATIONS, convert
@@ -123,3 +124,5 @@ def apply(params: MLPParams, x, t):
     d = (sd * sd / (norm * norm)) * xs + (st * sd / norm) * net.apply(
         params.variables, xs / norm, c_noise)
     return convert(d, x, alpha, sigma, source="x0", target=params.target)
+
+__dir__ = _public_dir(__all__)

@@ -16,6 +16,7 @@ import math
 import jax.numpy as jnp
 
 from manifold_scores import _checks
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores.sampling import _args
 from manifold_scores.sampling.grids import check_times
 from manifold_scores.sampling.solver import pf_field
@@ -89,3 +90,5 @@ def integrate_ode_adaptive(score, proc, x_init, t0, t1, *, solver: str = "tsit5"
                                   stepsize_controller=controller, max_steps=max_steps)
     x = sol.ys[-1]
     return (x, sol.stats) if return_stats else x
+
+__dir__ = _public_dir(__all__)

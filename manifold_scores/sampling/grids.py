@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from manifold_scores import _checks
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores.sampling import _args
 
 __all__ = ["GRID_KINDS", "check_levels", "check_times", "runtime_checked", "time_grid"]
@@ -155,3 +156,5 @@ def time_grid(proc, steps: int, kind: str = "edm", t_min=None, t_max=None, *, rh
     needs_runtime_check = check_levels(proc, t_min, t_max)
     ts = _grid(proc, steps, kind, t_min, t_max, rho, _args.default_dtype(dtype))
     return runtime_checked(proc, ts) if needs_runtime_check else ts
+
+__dir__ = _public_dir(__all__)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from manifold_scores import _checks
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores.sampling import _args
 from manifold_scores.sampling._jit import filter_jit
 from manifold_scores.sampling._sharding import batch_sharding, constrain, key_sharding
@@ -176,3 +177,5 @@ def annealed_langevin(key, score_at_sigma, x_init, sigmas: Sequence[float] | jax
                          potential_grad=potential_grad,
                          save_at=_args.check_save_at(save_at, steps), steps=steps,
                          sharding=sharding)
+
+__dir__ = _public_dir(__all__)

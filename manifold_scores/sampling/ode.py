@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores.sampling.solver import Solver, first, one_per_step_plan, select, tree_axpy
 
 __all__ = ["ODE_METHODS", "dpm_solver_2m", "euler", "heun", "rk4"]
@@ -148,3 +149,5 @@ def dpm_solver_2m() -> Solver:
 
 
 ODE_METHODS = {"euler": euler, "heun": heun, "rk4": rk4, "dpm_solver_2m": dpm_solver_2m}
+
+__dir__ = _public_dir(__all__)

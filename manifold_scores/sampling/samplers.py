@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from manifold_scores import _checks
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores.sampling import _args
 from manifold_scores.sampling._jit import filter_jit
 from manifold_scores.sampling._sharding import batch_sharding, constrain, key_sharding
@@ -288,3 +289,5 @@ def integrate_ode(score, proc, x_init, ts, method: str | Solver = "rk4", *, save
     ts = check_times(proc, ts, name="ts")
     return _integrate_jit(x_init, ts, proc=proc, score=score, solver=solver, save_at=save_at,
                           sharding=sharding)
+
+__dir__ = _public_dir(__all__)

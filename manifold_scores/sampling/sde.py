@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from manifold_scores import _checks
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores.sampling import _args
 from manifold_scores.sampling.solver import Solver, first, identity, one_per_step_plan, x_init
 
@@ -172,3 +173,5 @@ def edm_churn(churn: float = 30.0, churn_min: float = 0.0, churn_max: float = fl
 
 SDE_METHODS = {"euler_maruyama": euler_maruyama, "predictor_corrector": predictor_corrector,
                "ddpm": ddpm, "edm_churn": edm_churn}
+
+__dir__ = _public_dir(__all__)

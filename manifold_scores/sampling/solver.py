@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from manifold_scores._api import public_dir as _public_dir
+
 __all__ = ["Solver", "Trajectory", "batched", "pf_field", "resolve", "run"]
 
 
@@ -181,3 +183,5 @@ def run(solver: Solver, evaluate, proc, ts, x, keys, save_at, steps):
         return x_final
     traj = jax.tree.map(lambda b: b[:-1], buf)
     return x_final, Trajectory(ts[jnp.asarray(save_at)], traj)
+
+__dir__ = _public_dir(__all__)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from manifold_scores import _checks
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores._pytree import pytree_dataclass, static_field
 from manifold_scores.densities.base import Density
 from manifold_scores.densities.manifolds._geometry import (
@@ -291,3 +292,5 @@ class VonMises(_CircleGeometry, _RoundSphere):
         theta = jax.vmap(lambda kk: sample_vmf(kk, mean_dir, jnp.asarray(self.kappa, dtype),
                                                2, dtype))(jax.random.split(key, n))
         return self._embed(theta)
+
+__dir__ = _public_dir(__all__)

@@ -15,6 +15,7 @@ from jax import lax
 from jax.scipy.special import logsumexp
 
 from manifold_scores import _checks
+from manifold_scores._api import public_dir as _public_dir
 from manifold_scores._pytree import pytree_dataclass, static_field
 from manifold_scores.densities.base import Density
 from manifold_scores.densities.manifolds._geometry import (
@@ -350,3 +351,5 @@ class RingTorus(Density):
     def normal_projector(self, x) -> jax.Array:
         """``(d, d)`` orthogonal projector onto the normal space at :meth:`project` ``(x)``."""
         return normal_projector_from_tangent(self.tangent_basis(x))
+
+__dir__ = _public_dir(__all__)
