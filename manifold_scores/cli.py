@@ -4,10 +4,11 @@
 low-rank Gaussians through the samplers with their exact scores, and prints the distances of the
 samples to the manifold and the component weights recovered from them next to the truth.
 
-``verify [--quick] [--json FILE] [--plots DIR] [--only E1,E3]`` runs the registered experiments
+``verify [--quick] [--json FILE] [--plots DIR] [--only E1,E3] [--wide]`` runs the experiments
 (``manifold_scores.experiments``: the core checks, then E1, E2, ...), with a progress line per
-experiment, prints ``claim | measured | expected | verdict``, optionally writes the rows as JSON
-and each figure as a PNG. Arguments are checked before anything runs: an empty or unknown ``--only``
+experiment, prints each claim's verdict with what was measured and expected (wrapped to 100
+columns; ``--wide``: one aligned line per row), optionally writes the rows as JSON and each
+figure as a PNG. Arguments are checked before anything runs: an empty or unknown ``--only``
 id, or a ``--json``/``--plots`` location that cannot be created or written, is a usage error.
 The JSON file is replaced atomically, so a failed write leaves an earlier file as it was.
 Exit status means "the studies are valid and say what they said before": 0 when every control
@@ -158,7 +159,7 @@ def write_json(path: str, payload) -> None:
 
 
 def verify(quick: bool = False, json_path: str | None = None, plots: str | None = None,
-           only: str | None = None) -> int:
+           only: str | None = None, wide: bool = False) -> int:
     """Run the registered experiments; print, save, and return 0 iff every study is valid and
     every verdict is the recorded one (see the module docstring for the other statuses).
 
@@ -194,7 +195,7 @@ def verify(quick: bool = False, json_path: str | None = None, plots: str | None 
                 print(f"      figure: {path}", flush=True)
     rows = [(t.experiment, r) for t in tables for r in t.rows]
     print()
-    print(experiments.format_rows(rows))
+    print(experiments.format_rows(rows, wide=wide))
     failed = [(t.experiment, k) for t, rv in zip(tables, reviews, strict=True)
               for k in rv.failed_controls]
     changed = [(t.experiment, *c) for t, rv in zip(tables, reviews, strict=True)
@@ -248,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     ver.add_argument("--only", metavar="IDS",
                      help="comma-separated experiment ids to run, e.g. E1,E3 (default: all: "
                           + ", ".join(experiments.REGISTRY) + ")")
+    ver.add_argument("--wide", action="store_true",
+                     help="print the table one aligned line per row (wider than 100 columns)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo()
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             check_output_paths(args.json, args.plots)
         except ValueError as e:
             ver.error(str(e))
-        return verify(args.quick, args.json, args.plots, args.only)
+        return verify(args.quick, args.json, args.plots, args.only, args.wide)
     return 2
 
 

@@ -34,6 +34,9 @@ HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 VERDICTS = (HOLDS, FAILS, INCONCLUSIVE)
 CLAIM, CONTROL, OBSERVATION = "claim", "control", "observation"
 
+#: the text width of the compact view of a table
+WIDTH = 100
+
 
 def check_size(size: str) -> str:
     """Validate an experiment size (``"quick"`` or ``"full"``)."""
@@ -51,6 +54,8 @@ def _fmt(value) -> str:
         return "yes" if value else "no"
     if isinstance(value, (int, np.integer)):
         return str(int(value))
+    if hasattr(value, "dtype") and np.ndim(value) == 0 and np.asarray(value).dtype.kind in "iu":
+        return str(int(value))  # a rank or a count computed on arrays: no decimals
     v = float(value)
     if not math.isfinite(v):
         return str(v)
@@ -167,16 +172,42 @@ class Table:
     def to_json(self, with_data: bool = False) -> str:
         return json.dumps(self.to_dict(with_data), indent=2)
 
-    def format(self) -> str:
-        """``claim | measured | expected | holds`` as aligned text."""
-        return format_rows([(self.experiment, r) for r in self.rows])
+    def format(self, wide: bool = False, width: int = WIDTH) -> str:
+        """The rows as text: wrapped to ``width`` columns, or one aligned line per row
+        (``wide=True``); see :func:`format_rows`."""
+        return format_rows([(self.experiment, r) for r in self.rows], wide=wide, width=width)
 
     def __str__(self) -> str:  # notebooks print the table
         return self.format()
 
 
-def format_rows(rows) -> str:
-    """Align ``(experiment, Row)`` pairs as ``exp | claim | measured | expected | verdict``."""
+def format_rows(rows, wide: bool = False, width: int = WIDTH) -> str:
+    """``(experiment, Row)`` pairs as text.
+
+    Compact (default): per row, ``exp  verdict  claim`` then ``measured ...; expected ...``
+    beneath it, wrapped to ``width`` columns. Wide: one aligned line per row,
+    ``exp | claim | measured | expected | verdict``, as wide as its longest cell.
+    """
+    if wide:
+        return _format_wide(rows)
+    import textwrap
+
+    exp_w = max([3, *(len(e) for e, _ in rows)])
+    verdict_w = max([7, *(len(r.holds_text) for _, r in rows)])
+    indent = " " * (exp_w + verdict_w + 4)
+    head = f"{'exp'.ljust(exp_w)}  {'verdict'.ljust(verdict_w)}  claim / measured; expected"
+    lines = [head, "-" * min(width, max(len(head), 40))]
+    for e, r in rows:
+        first = f"{e.ljust(exp_w)}  {r.holds_text.ljust(verdict_w)}  "
+        lines += textwrap.wrap(r.claim, width, initial_indent=first, subsequent_indent=indent,
+                               break_on_hyphens=False) or [first.rstrip()]
+        detail = f"measured {r.measured_text}; expected {r.expected}"
+        lines += textwrap.wrap(detail, width, initial_indent=indent + "  ",
+                               subsequent_indent=indent + "  ", break_on_hyphens=False)
+    return "\n".join(lines)
+
+
+def _format_wide(rows) -> str:
     cols = [("exp", [e for e, _ in rows]), ("claim", [r.claim for _, r in rows]),
             ("measured", [r.measured_text for _, r in rows]),
             ("expected", [r.expected for _, r in rows]),

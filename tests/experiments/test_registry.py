@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 import manifold_scores as ms
@@ -59,3 +60,17 @@ def test_unknown_id_and_size_rejected(dummy):
         ms.experiments.get("E99")
     with pytest.raises(ValueError, match="size"):
         ms.experiments.run("DUMMY", "medium")
+
+
+def test_compact_table_fits_100_columns_and_wide_keeps_one_line_per_row():
+    long = "a claim whose text is long enough to need wrapping " * 4
+    rows = (Row(long, 0.123456, "an expectation that is also rather long " * 3, True),
+            Row("rank", np.int64(3), "3", True),
+            Row("observed", "x", "reported", None))
+    table = Table("E1", "quick", rows)
+    compact = table.format()
+    assert max(len(line) for line in compact.splitlines()) <= 100, compact
+    assert "a claim whose text" in compact and "measured 0.123" in compact
+    assert "measured 3;" in compact  # an integer prints as one, not 3.000
+    wide = table.format(wide=True).splitlines()
+    assert len(wide) == 2 + len(rows) and max(len(line) for line in wide) > 100
