@@ -1,6 +1,6 @@
 """Timing, provenance and reporting shared by every benchmark.
 
-Conventions (DESIGN.md section 6): every JAX callable is compiled first
+Conventions: every JAX callable is compiled first
 (``jax.jit(fn).lower(*args).compile()``, timed separately, with XLA's temporary bytes from
 ``compiled.memory_analysis()``), warmed up once, then timed with ``jax.block_until_ready``.
 The implementations of one case are timed in *alternating rounds*: in each round every

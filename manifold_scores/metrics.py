@@ -2,8 +2,7 @@
 
 Every large-sample metric streams over chunks (``chunk_size`` rows by ``chunk_size`` columns at a
 time), so ``1e5 x 1e5`` pairs fit in the memory of a small CPU; ``chunk_size=None`` computes in
-one block (the reference the tests compare the chunked path with). Definitions (DESIGN.md
-section 4):
+one block (the reference the tests compare the chunked path with). Definitions:
 
 - distance to a manifold: ``dist(x, M)`` per sample (a union of subspaces for a MoLRG); NaN
   for a NaN sample;

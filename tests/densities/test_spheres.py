@@ -323,3 +323,18 @@ def test_bad_points_and_noise_levels_raise():
         sph.log_prob(jnp.zeros(4), 1.0, 0.0)
     with pytest.raises(ValueError, match="alpha"):
         sph.denoise(jnp.zeros(4), -1.0, 0.1)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_tangent_basis_is_orthonormal_tangent_and_intrinsic_dim_wide(k):
+    # reference: the tangent space at p is the complement of p - centre within the sphere's span
+    sph = ms.Sphere(dim=7, intrinsic_dim=k, radius=1.5, key=jax.random.key(k))
+    x = sph.sample(jax.random.key(10), 1)[0] + 0.1
+    p = np.asarray(sph.project(x))
+    t = np.asarray(sph.tangent_basis(x))
+    assert t.shape == (7, k)
+    np.testing.assert_allclose(t.T @ t, np.eye(k), atol=1e-5)
+    radial = p - np.asarray(sph.centre)
+    assert np.linalg.norm(t.T @ radial) <= 1e-5 * np.linalg.norm(radial)
+    frame = np.asarray(sph.frame)
+    np.testing.assert_allclose(frame @ (frame.T @ t), t, atol=1e-5)

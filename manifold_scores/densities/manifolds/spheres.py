@@ -95,7 +95,8 @@ class _RoundSphere(Density):
         return safe_sqrt(jnp.sum(z_perp * z_perp) + (r - self.radius) ** 2)
 
     def tangent_basis(self, x) -> jax.Array:
-        """``(d, k-1)`` orthonormal basis of the tangent space at :meth:`project` ``(x)``."""
+        """``(d, intrinsic_dim)`` orthonormal basis of the tangent space at
+        :meth:`project` ``(x)``."""
         _checks.check_point(x, self.dim)
         u, _ = self._coords(x)
         return jnp.dot(self.frame, complement_basis(unit_vector(u)), precision=HIGHEST)
