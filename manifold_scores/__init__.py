@@ -11,6 +11,7 @@ Example:
 import importlib as _importlib
 
 from manifold_scores import (
+    datasets,
     likelihood,
     losses,
     metrics,
@@ -76,6 +77,7 @@ __all__ = [
     "VE",
     "VP",
     "VonMises",
+    "datasets",
     "denoiser_fn",
     "experiments",
     "metrics",
