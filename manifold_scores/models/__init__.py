@@ -7,11 +7,13 @@
 * :mod:`~manifold_scores.models.random_features`: random-feature score with a closed-form ridge
   fit of DSM (George and Macris, arXiv 2603.22962).
 * :mod:`~manifold_scores.models.mlp`: a Flax MLP with EDM-style preconditioning.
+* :mod:`~manifold_scores.models.unet`: a Flax U-Net for images (flat points with a static
+  image shape), same preconditioning.
 
 :func:`bind` turns ``(apply, params)`` into a callable PyTree ``score(x, t)`` for the samplers.
 """
 
-from manifold_scores.models import kernel, lowrank, mlp, random_features
+from manifold_scores.models import kernel, lowrank, mlp, random_features, unet
 from manifold_scores.models.base import Bound, bind
 
-__all__ = ["Bound", "bind", "kernel", "lowrank", "mlp", "random_features"]
+__all__ = ["Bound", "bind", "kernel", "lowrank", "mlp", "random_features", "unet"]
