@@ -3,7 +3,9 @@
 Families (``--only`` takes a comma-separated subset): ``mixtures`` (isotropic-mixture score),
 ``molrg`` (MoLRG score grid), ``samplers`` (1000-step Euler, Heun, Euler-Maruyama vs diffrax),
 ``likelihood`` (PF-ODE log-density), ``training`` (DSM step of the MLP, ISM step of the WPO
-kernel model vs PyTorch; runs only when those models exist). Each run writes
+kernel model vs PyTorch; runs only when those models exist), ``unet`` (U-Net training step
+through the compiled loop and 1000-step sampling vs the same U-Net in PyTorch; alone:
+``python -m benchmarks.unet``, which writes ``results/unet_<platform>.json``). Each run writes
 ``DIR/bench_<size>.json`` and ``DIR/bench_<size>.md`` (default ``DIR``: ``benchmarks/results``).
 
 Sizes: ``--size tiny`` (seconds; the test suite), ``--quick`` (a minute or two on 2 idle CPU
@@ -22,9 +24,9 @@ import sys
 import time
 import traceback
 
-FAMILIES = ("mixtures", "molrg", "samplers", "training", "likelihood")
+FAMILIES = ("mixtures", "molrg", "samplers", "training", "likelihood", "unet")
 MODULES = {"mixtures": "isotropic", "molrg": "molrg", "samplers": "samplers",
-           "likelihood": "likelihood", "training": "training"}
+           "likelihood": "likelihood", "training": "training", "unet": "unet"}
 
 
 def _torch():

@@ -33,20 +33,26 @@ def _trained_like(p, key):
                            p.blocks, p.emb_dim, p.groups, p.target, p.precondition, p.sigma_data)
 
 
+@pytest.mark.slow  # compiles the U-Net (tens of seconds on 2 loaded cores)
 def test_shapes_and_levels():
     p = unet.init(jax.random.key(1), (8, 4, 3), ms.VP(), channels=(4, 8, 8), emb_dim=4,
                   groups=2)
     assert p.dim == 96
     assert apply(p, jnp.ones(96), 0.5).shape == (96,)
     assert unet.num_params(p) > 0
-    with pytest.raises(ValueError, match="shape"):
-        unet.init(jax.random.key(1), (6, 6, 1), ms.VP(), channels=(4, 8, 8))
-    with pytest.raises(ValueError, match="channels"):
-        unet.init(jax.random.key(1), (8, 8, 1), ms.VP(), channels=())
-    with pytest.raises(ValueError, match="emb_dim"):
-        unet.init(jax.random.key(1), (8, 8, 1), ms.VP(), emb_dim=3)
     with pytest.raises(ValueError, match="x"):
         unet.apply(p, jnp.ones((8, 4, 3)), 0.5)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"shape": (6, 6, 1), "channels": (4, 8, 8)}, "shape"), ({"shape": (8, 8)}, "shape"),
+    ({"channels": ()}, "channels"), ({"channels": (4, 0)}, "channels"),
+    ({"emb_dim": 3}, "emb_dim"), ({"blocks": 0}, "blocks"), ({"sigma_data": -1.0}, "sigma_data"),
+    ({"target": "noise"}, "target")])
+def test_bad_arguments(kwargs, name):
+    kwargs = {"shape": (8, 8, 1), **kwargs}
+    with pytest.raises(ValueError, match=name):
+        unet.init(jax.random.key(1), kwargs.pop("shape"), ms.VP(), **kwargs)
 
 
 def test_preconditioning_limits():
@@ -58,6 +64,7 @@ def test_preconditioning_limits():
     np.testing.assert_allclose(c_noise, np.log([1e-6, 1e3]) / 4, rtol=1e-6)
 
 
+@pytest.mark.slow  # compiles the U-Net (tens of seconds on 2 loaded cores)
 def test_denoiser_tends_to_identity(params):
     # x0 prediction of a perturbed network: D(x, sigma) -> x as sigma -> 0
     p = _trained_like(unet.init(jax.random.key(0), (8, 8, 1), ms.EDM(), target="x0", **SMALL),
@@ -72,6 +79,7 @@ def test_denoiser_tends_to_identity(params):
     assert_rel_close(apply(p0, x, sigma), 0.25 / (sigma**2 + 0.25) * x, rtol=1e-6)
 
 
+@pytest.mark.slow  # compiles the U-Net (tens of seconds on 2 loaded cores)
 def test_score_target_is_the_converted_denoiser():
     px = _trained_like(unet.init(jax.random.key(0), (8, 8, 1), ms.VP(), target="x0", **SMALL),
                        jax.random.key(5))
@@ -101,6 +109,7 @@ def test_conv2d_matches_lax_with_derivatives():
                      jax.jvp(ref, (x, k), (tx, tk))[1], rtol=1e-5)
 
 
+@pytest.mark.slow  # compiles the U-Net (tens of seconds on 2 loaded cores)
 def test_jit_vmap_grad_and_bind(params):
     p = _trained_like(params, jax.random.key(7))
     xs = jax.random.normal(jax.random.key(8), (5, 64))
@@ -113,7 +122,7 @@ def test_jit_vmap_grad_and_bind(params):
     norms = [float(jnp.linalg.norm(v)) for v in jax.tree.leaves(g.variables)]
     assert all(np.isfinite(norms)) and max(norms) > 0
     score = ms.models.bind(unet.apply, p)
-    assert jax.jit(score)(xs[0], 0.5).shape == (64,)
+    assert jax.jit(lambda s, x: s(x, 0.5))(score, xs[0]).shape == (64,)
     # forward mode (exact divergences, Jacobians) works through the custom convolution
     jac = jax.jit(jax.jacfwd(lambda x: unet.apply(p, x, 0.5)))(xs[0])
     assert_rel_close(jac, jax.jit(jax.jacrev(lambda x: unet.apply(p, x, 0.5)))(xs[0]), rtol=1e-4)
