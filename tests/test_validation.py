@@ -233,3 +233,24 @@ def test_eqx_on_error_nan_turns_jit_failures_into_nans():
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_float32_density_called_in_float64_warns_and_float64_density_does_not():
+    import warnings
+
+    import jax
+    import jax.numpy as jnp
+
+    import manifold_scores as ms
+
+    built32 = ms.Sphere(dim=6, intrinsic_dim=2, key=jax.random.key(0))
+    with jax.enable_x64(True):
+        x = jnp.linspace(-1.0, 1.0, 6, dtype=jnp.float64)
+        with pytest.warns(ms.PrecisionWarning, match="jax_enable_x64"):
+            jax.jit(built32.score)(x, 1.0, 0.1)
+        built64 = ms.Sphere(dim=6, intrinsic_dim=2, key=jax.random.key(0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ms.PrecisionWarning)
+            s64 = jax.jit(built64.score)(x, 1.0, 0.1)
+            ref = jax.grad(built64.log_prob)(x, 1.0, 0.1)  # the float64 reference
+    assert float(jnp.linalg.norm(s64 - ref) / jnp.linalg.norm(ref)) < 1e-10

@@ -1,6 +1,6 @@
 """Data laws with exact noised ``log_prob``, ``score`` and ``denoise``."""
 
-from manifold_scores.densities.base import Density
+from manifold_scores.densities.base import Density, PrecisionWarning
 from manifold_scores.densities.empirical import Empirical
 from manifold_scores.densities.manifolds import (
     Circle,
@@ -17,6 +17,7 @@ from manifold_scores.densities.molrg import MoLRG
 __all__ = [
     "Circle",
     "Density",
+    "PrecisionWarning",
     "Ellipse",
     "Empirical",
     "FlatTorus",

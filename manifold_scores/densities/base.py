@@ -15,14 +15,16 @@ the rest; the unused outputs are removed by XLA's dead-code elimination under ``
 from __future__ import annotations
 
 import functools
+import warnings
 
 import jax
+import jax.numpy as jnp
 
 from manifold_scores import _checks
 from manifold_scores._api import public_dir as _public_dir
 from manifold_scores.mixtures import MixtureStats, divergence
 
-__all__ = ["Density"]
+__all__ = ["Density", "PrecisionWarning"]
 
 
 def _checked_sample(sample):
@@ -43,6 +45,37 @@ def _checked_sample(sample):
     return wrapper
 
 
+class PrecisionWarning(UserWarning):
+    """A float64 input met a density whose parameters are float32 (built before
+    ``jax.config.update("jax_enable_x64", True)``): its results carry float32 errors."""
+
+
+def _warn_if_float32_params(self, x) -> None:
+    """At trace time (dtypes are static): float64 ``x`` against float32 parameters."""
+    if getattr(x, "dtype", None) != jnp.float64:
+        return
+    low = [leaf.dtype for leaf in jax.tree.leaves(self)
+           if hasattr(leaf, "dtype") and leaf.dtype in (jnp.float32, jnp.float16, jnp.bfloat16)]
+    if low:
+        warnings.warn(
+            f"{type(self).__name__} holds {low[0]} parameters and was called with float64 "
+            "input: its results keep float32 errors (about 1e-7 relative, not 1e-15). Build "
+            "the density after jax.config.update('jax_enable_x64', True), or inside "
+            "jax.enable_x64(True), to get float64 throughout.", PrecisionWarning, stacklevel=3)
+
+
+def _checked_call(method):
+    """Wrap ``log_prob`` / ``score`` / ``denoise`` / ``stats``: warn on a float32 density
+    called in float64 (once per call site, at trace time under ``jit``)."""
+
+    @functools.wraps(method)
+    def wrapper(self, x, *args, **kwargs):
+        _warn_if_float32_params(self, x)
+        return method(self, x, *args, **kwargs)
+
+    return wrapper
+
+
 class Density:
     """Base class: subclasses define ``dim`` and either :meth:`stats` or all four methods.
 
@@ -56,6 +89,9 @@ class Density:
         for name in ("sample", "sample_with_labels"):
             if name in cls.__dict__:
                 setattr(cls, name, _checked_sample(cls.__dict__[name]))
+        for name in ("log_prob", "score", "denoise", "stats"):
+            if name in cls.__dict__:
+                setattr(cls, name, _checked_call(cls.__dict__[name]))
 
     @property
     def dim(self) -> int:
