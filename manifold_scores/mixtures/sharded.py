@@ -115,8 +115,9 @@ def lowrank_sharded(xs, bases, log_weights, alpha, sigma, *, mesh: jax.sharding.
 
     Args:
         xs: queries, shape ``(B, d)``.
-        bases, log_weights, alpha, sigma, means, scales, variances, noise_floor, centre,
-            chunk_size, refine, refine_tol: as in :func:`~manifold_scores.mixtures.lowrank`.
+        bases, log_weights, alpha, sigma: as in :func:`~manifold_scores.mixtures.lowrank`.
+        means, scales, variances, noise_floor: as in :func:`~manifold_scores.mixtures.lowrank`.
+        centre, chunk_size, refine, refine_tol: as in :func:`~manifold_scores.mixtures.lowrank`.
         mesh: the device mesh.
         components_axis: mesh axis that splits the ``K`` components.
         batch_axis: optional mesh axis that splits the queries.
