@@ -54,6 +54,7 @@ from jax.sharding import PartitionSpec as _P
 from manifold_scores._api import public_dir as _public_dir
 from manifold_scores._files import atomic_write
 from manifold_scores._pytree import pytree_dataclass, static_field
+from manifold_scores.sampling._sharding import auto_mesh as _auto_mesh
 
 __all__ = [
     "TrainState",
@@ -194,17 +195,6 @@ def _all_finite(tree) -> jax.Array:
     return _functools.reduce(_operator.and_, flags, jnp.bool_(True))
 
 
-def _auto_mesh(mesh: jax.sharding.Mesh) -> jax.sharding.Mesh:
-    """The same devices and axis names with Auto axes.
-
-    ``jax.make_mesh`` makes Explicit axes, under which every array of the user's loss would
-    have to carry a sharding in its type (a replicated noise draw next to a sharded batch is an
-    error); with Auto axes XLA's partitioner propagates the batch split from one constraint.
-    """
-    auto = (jax.sharding.AxisType.Auto,) * len(mesh.axis_names)
-    return jax.sharding.Mesh(mesh.devices, mesh.axis_names, axis_types=auto)
-
-
 def _loop_impl(loss_fn, post_update, ema_decay, batch_size, steps_per_call, mesh,
                state: TrainState, key, data, num_steps):
     n = jax.tree.leaves(data)[0].shape[0]
@@ -312,7 +302,7 @@ def make_loop(loss_fn: Callable, *, batch_size: int | None = None, steps_per_cal
     if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
         raise ValueError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     if mesh is not None:
-        mesh = _auto_mesh(mesh)
+        mesh = _auto_mesh(mesh)  # make_mesh gives Explicit axes
     if mesh is not None and batch_size is not None and batch_size % mesh.size:
         raise ValueError(f"batch_size ({batch_size}) must be a multiple of the number of "
                          f"devices in mesh ({mesh.size})")

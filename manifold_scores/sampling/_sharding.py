@@ -10,7 +10,25 @@ from __future__ import annotations
 
 import jax
 
-__all__ = ["batch_sharding", "constrain", "key_sharding"]
+__all__ = ["auto_mesh", "batch_sharding", "constrain", "key_sharding"]
+
+
+def auto_mesh(mesh: jax.sharding.Mesh) -> jax.sharding.Mesh:
+    """The same devices and axis names with Auto axes.
+
+    ``jax.make_mesh`` makes Explicit axes, under which every array inside a traced function
+    would have to carry a sharding in its type (a replicated draw next to a sharded batch is an
+    error); with Auto axes XLA's partitioner propagates the batch split from one constraint.
+    """
+    auto = (jax.sharding.AxisType.Auto,) * len(mesh.axis_names)
+    return jax.sharding.Mesh(mesh.devices, mesh.axis_names, axis_types=auto)
+
+
+def _auto(sharding):
+    if isinstance(sharding, jax.sharding.NamedSharding) and isinstance(
+            sharding.mesh, jax.sharding.Mesh):
+        return jax.sharding.NamedSharding(auto_mesh(sharding.mesh), sharding.spec)
+    return sharding
 
 
 def batch_sharding(x_init, sharding, ndim: int):
@@ -23,11 +41,11 @@ def batch_sharding(x_init, sharding, ndim: int):
         if isinstance(sharding, jax.sharding.NamedSharding) and len(sharding.spec) > ndim:
             raise ValueError(f"sharding spec {sharding.spec} has more axes than the samples "
                              f"(ndim {ndim})")
-        return sharding
+        return _auto(sharding)
     if isinstance(x_init, jax.Array) and not isinstance(x_init, jax.core.Tracer):
         s = x_init.sharding
         if len(s.device_set) > 1:
-            return s
+            return _auto(s)
     return None
 
 

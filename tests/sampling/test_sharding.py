@@ -54,6 +54,12 @@ SCRIPT = textwrap.dedent("""
     got = sampling.sample_sde(key, score, proc, (n, d), steps=20, sharding=batch)
     check_sharded(got)
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-6, atol=1e-6)
+    # A mesh from jax.make_mesh has Explicit axes: the samplers take it too.
+    explicit = NamedSharding(jax.make_mesh((4,), ("batch",)), P("batch"))
+    got = sampling.sample_ode(key, score, proc, (n, d), steps=20, sharding=explicit)
+    check_sharded(got)
+    ref = sampling.sample_ode(key, score, proc, (n, d), steps=20)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-6, atol=1e-6)
     print("ok")
 """)
 
