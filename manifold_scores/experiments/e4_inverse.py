@@ -327,7 +327,7 @@ def plot(table: Table):
     import matplotlib.pyplot as plt
 
     d = table.data
-    fig, axes = _plotting.subplots(1, 4, figsize=(18, 4.2))
+    fig, axes = _plotting.subplots(1, 4, figsize=(18, 5.6))
     panels = (("tempered", "uniform", "claim: max-entropy prior, tempered"),
               ("plain", "von Mises", "claim: generic prior, plain"),
               ("plain", "uniform", "control (ii): max-entropy prior, plain"))
@@ -341,9 +341,9 @@ def plot(table: Table):
         ax.plot(sig, d["hi"][f"{s}|{p}"], "r--", lw=1, label="null 95% upper end")
         ax.set(xscale="log", yscale="log", xlabel="sigma",
                ylabel="TV to the exact-score stationary law",
-               title=f"{title} (a={d['tempers'][s]:g})")
+               title=f"{title} (a={d['tempers'][s]:g})", ylim=(8e-3, 1.5))
         ax.invert_xaxis()
-        ax.legend(loc="upper left", ncol=2)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     ax = axes[3]
     sig = np.asarray(d["sigmas"]["tempered"])
     _bars(ax, sig, d["post_tv"]["tempered|von Mises"], fmt="s-", color="C3",
@@ -353,15 +353,25 @@ def plot(table: Table):
     _bars(ax, sig, d["tv"]["tempered|von Mises|None"], fmt="s:", color="C1",
           label="von Mises prior vs exact tempered law")
     ax.axhline(d["hi_post"]["von Mises"], color="gray", ls="--", lw=1,
-               label="null 95% upper end")
+               label="null 95% upper end (von Mises posterior)")
     ax.set(xscale="log", yscale="log", xlabel="sigma", ylabel="TV",
            title=f"control (i): tempered sampler (a={d['tempers']['tempered']:g})")
+    ax.set_ylim(8e-3, 1.5)
     ax.invert_xaxis()
-    ax.legend(loc="center left")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1)
     return _plotting.finish(fig, f"E4: posterior on the circle under prior-score errors "
                                  f"C0 (sigma / sigma_max)^(a - g), C0 = {d['c0']:g}; "
                                  f"{d['n']} chains, 3 seeds")
 
 
-register("E4", "Max-entropy prior robustness in inverse problems",
-         "arXiv 2509.24912, Theorem 6.1", run, plot)
+register(
+    "E4", "Max-entropy prior robustness in inverse problems", "arXiv 2509.24912, Theorem 6.1",
+    run, plot, recorded={
+        "comparison": (
+            "holds", "quick, seeds 0-4: tolerated g = {1, 1.5} for the uniform prior through "
+            "the tempered sampler (a = 1.8; g = 1.5: TV 0.30-0.32 -> 0.02-0.05, hi ~0.056; "
+            "g = 1.8 stays at 0.23-0.25), {-1} for the von Mises prior through the plain one"),
+        "maxent_posterior": (
+            "holds", "quick, seeds 0-4: TV 0.035-0.053 to the uniform prior's posterior at "
+            "sigma = 1e-8 (null hi 0.057; quadrature bias of the finite-sigma law 0.015)"),
+    })
