@@ -455,14 +455,14 @@ def _run(size, seed):
 def plot(table: Table):
     """Rows 1-2: score error against N / D and against N / d (largest d, p / d = 1, m = 1 and
     m large), colour = D / d; row 3: the collapse ratio R per seed, the ambient sweep, and the
-    tangent / normal split."""
+    tangent / normal split; row 4: linear and tori at the largest p / d."""
     from manifold_scores.experiments._plotting import finish, subplots
 
     d = table.data
     fams = FAMILIES + (CONTROL,)
     dim, pd = max(d["dims"]), min(d["features"])
     ratios, grid = np.asarray(d["ratios"]), np.asarray(d["grid"], float)
-    fig, axes = subplots(3, 4, figsize=(16, 11.5))
+    fig, axes = subplots(4, 4, figsize=(16, 15.5))
     colours = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")
     for j, f in enumerate(fams):
         for row, against in ((0, "N / D"), (1, "N / d")):
@@ -506,6 +506,19 @@ def plot(table: Table):
     ax.set(xlabel="N / D", ylabel="error part / d",
            title=f"linear, d = {dim}, m = {m}: parts")
     ax.legend(fontsize=6)
+    pmax = max(d["features"])
+    for j, (f, against) in enumerate((("linear", "N / D"), ("linear", "N / d"),
+                                      ("torus", "N / D"), ("torus", "N / d"))):
+        ax = axes[3, j]
+        for m, ls in zip(d["draws"], ("-", "--"), strict=True):
+            c = np.median(d["curves"][f"{f}|{dim}|{pmax}|{m}|score|selected"], 0)
+            for i, (r, col) in enumerate(zip(ratios, colours, strict=False)):
+                x = grid if against == "N / D" else grid * r
+                ax.loglog(x, c[i], ls, marker="o", ms=3, color=col,
+                          label=f"D/d = 1/{round(1 / r)}, m = {m}")
+        ax.set(xlabel=against, ylabel="score error E|s - s*|^2 / d",
+               title=f"{f}, d = {dim}, p = {pmax * dim}")
+        ax.legend(fontsize=6)
     fig = finish(fig, f"E8: random-feature DSM at sigma = {d['sigma']} (medians over "
                       f"{d['seeds']} seeds; ridge selected on held-out DSM loss)")
     from matplotlib import ticker
