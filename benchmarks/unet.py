@@ -208,7 +208,7 @@ def _torch_train(torch, tnet, data_np, batch, steps, seed=0):
             opt.zero_grad()
             loss.backward()
             opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     return run
 
