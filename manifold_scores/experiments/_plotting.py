@@ -56,8 +56,11 @@ def finish(fig, title: str | None = None):
 
     for ax in fig.axes:
         for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
-            if scale == "log":
+            loc = axis.get_major_locator()
+            if scale == "log" and isinstance(loc, ticker.LogLocator) and \
+                    getattr(loc, "_base", 10.0) == 10.0:
                 # at most ~6 labelled decades; minor ticks unlabelled, so labels never overlap
+                # (ticks set by hand, or another base, are left as they are)
                 axis.set_major_locator(ticker.LogLocator(base=10, numticks=7))
                 axis.set_minor_formatter(ticker.NullFormatter())
     if title:
@@ -69,7 +72,8 @@ def finish(fig, title: str | None = None):
 def style_problems(fig) -> list[str]:
     """What a figure lacks under the shared style (empty when it passes).
 
-    Checked: resolution at least :data:`DPI`; every panel that draws data has x and y labels;
+    Checked: resolution at least :data:`DPI`; every panel that draws data has x and y labels
+    (its own, a panel's it shares the axis with, or the figure's ``supxlabel`` / ``supylabel``);
     a panel with several labelled artists has a legend inside the figure (or the figure has
     one).
     """
@@ -82,11 +86,22 @@ def style_problems(fig) -> list[str]:
             continue
         if ax.images and not ax.lines and not ax.collections:
             continue  # an image panel (a sample grid) needs no axis labels
-        if not ax.get_xlabel():
+        if not _labelled(ax, "x", fig):
             problems.append(f"panel {i}: no x label")
-        if not ax.get_ylabel():
+        if not _labelled(ax, "y", fig):
             problems.append(f"panel {i}: no y label")
         labelled = [h for h in ax.get_legend_handles_labels()[1] if not h.startswith("_")]
         if len(labelled) >= 2 and ax.get_legend() is None and not fig_legend:
             problems.append(f"panel {i}: {len(labelled)} labelled artists and no legend")
     return problems
+
+
+def _labelled(ax, which: str, fig) -> bool:
+    get = "get_xlabel" if which == "x" else "get_ylabel"
+    if getattr(ax, get)():
+        return True
+    shared = ax.get_shared_x_axes() if which == "x" else ax.get_shared_y_axes()
+    if any(getattr(other, get)() for other in shared.get_siblings(ax)):
+        return True
+    sup = getattr(fig, "_supxlabel" if which == "x" else "_supylabel", None)
+    return bool(sup is not None and sup.get_text())

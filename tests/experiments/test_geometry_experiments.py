@@ -1,4 +1,4 @@
-"""E1-E4 at quick size: every asserted claim holds (slow: about a minute each on 2 cores)."""
+"""E1-E4 at quick size: every control passes and every verdict is the recorded one (slow)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import manifold_scores as ms
 
 @pytest.mark.slow
 @pytest.mark.parametrize("exp_id", ["E1", "E2", "E3", "E4"])
-def test_quick_claims_hold(exp_id):
+def test_quick_verdicts_as_recorded(exp_id):
     table = ms.experiments.run(exp_id, "quick")
-    assert table.rows and table.ok, table.format()
-    assert all(isinstance(r.holds, bool | None) for r in table.rows)
+    review = ms.experiments.review(table)
+    assert table.rows and table.valid and review.ok, (review, table.format())
