@@ -13,6 +13,7 @@ import pytest
 __all__ = [
     "assert_geometry_and_rate_separation",
     "assert_noised_law_exact",
+    "assert_on_protocol",
     "assert_rel_close",
     "assert_transformations_compose",
     "brute_force_nearest",
@@ -237,3 +238,21 @@ def histogram_tv(values, lo, hi, density, bins=12) -> float:
     mid = 0.5 * (fine[1:] + fine[:-1])
     mass = density(mid).reshape(bins, 64).sum(1)
     return float(0.5 * np.abs(counts / counts.sum() - mass / mass.sum()).sum())
+
+
+def assert_on_protocol(table, min_claims: int = 1, *, controls_pass: bool = False) -> list:
+    """A study as ``verify`` needs it: every control passed, every verdict the recorded one,
+    at least ``min_claims`` claim rows, each with a verdict, at least ``MIN_SEEDS`` seeds and
+    the controls it rests on (all passed when ``controls_pass``). Returns the claim rows."""
+    from manifold_scores.experiments import protocol, review
+
+    assert table.valid and review(table).ok, (review(table), table.format())
+    claims = [r for r in table.rows if r.kind == "claim"]
+    assert len(claims) >= min_claims, (len(claims), min_claims)
+    for r in claims:
+        assert r.verdict in protocol.VERDICTS, r.key
+        assert r.evidence["seeds"] >= protocol.MIN_SEEDS, r.key
+        assert r.evidence["controls"], r.key
+        if controls_pass:
+            assert all(r.evidence["controls"].values()), r.key
+    return claims

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import manifold_scores as ms
-from manifold_scores.experiments import _plotting, protocol
+from manifold_scores.experiments import _plotting
+from tests.helpers import assert_on_protocol
 
 matplotlib.use("Agg")
 
@@ -20,13 +21,8 @@ def table():
 
 @pytest.mark.slow
 def test_every_claim_has_verdict_seeds_and_controls(table):
-    claims = [r for r in table.rows if r.kind == "claim"]
+    claims = assert_on_protocol(table, 9)
     assert len(claims) == 9
-    for r in claims:
-        assert r.verdict in protocol.VERDICTS
-        assert r.evidence["seeds"] >= protocol.MIN_SEEDS
-        assert r.evidence["controls"], r.key
-    assert table.valid and ms.experiments.review(table).ok, table.format()
 
 
 @pytest.mark.slow
