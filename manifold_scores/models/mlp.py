@@ -22,18 +22,16 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from manifold_scores import _checks
 from manifold_scores._api import public_dir as _public_dir
 from manifold_scores._pytree import pytree_dataclass, static_field
 from manifold_scores.losses import _check_count, _check_process
-from manifold_scores.scores import PARAMETERISATIONS, convert
+from manifold_scores.models._edm import noise_embedding, predict
+from manifold_scores.scores import PARAMETERISATIONS
 
 __all__ = ["MLPParams", "Net", "init", "apply"]
 
@@ -49,11 +47,7 @@ class Net(nn.Module):
 
     @nn.compact
     def __call__(self, x, c_noise):
-        freqs = self.param("freqs", nn.initializers.normal(self.emb_scale),
-                           (self.emb_dim // 2,), x.dtype)
-        freqs = jax.lax.stop_gradient(freqs)  # fixed random features of the noise level
-        ang = 2.0 * math.pi * freqs * c_noise
-        emb = jnp.concatenate([jnp.sin(ang), jnp.cos(ang)])
+        emb = noise_embedding(self, c_noise, self.emb_dim, self.emb_scale, x.dtype)
         emb = nn.silu(nn.Dense(self.width, param_dtype=x.dtype)(emb))
         h = nn.Dense(self.width, param_dtype=x.dtype)(x)
         for _ in range(self.depth):
@@ -109,20 +103,7 @@ def apply(params: MLPParams, x, t):
     """The prediction in ``params.target`` at one point ``x`` (shape ``(d,)``) and time ``t``."""
     if jnp.shape(x) != (params.dim,):
         raise ValueError(f"x must have shape ({params.dim},), got {jnp.shape(x)}")
-    # integer points would cast alpha and sigma to integers below
-    x = _checks.as_float_array(x, "x")
-    alpha = jnp.asarray(params.process.alpha(t), x.dtype)
-    sigma = jnp.asarray(params.process.sigma(t), x.dtype)
-    st = sigma / alpha
-    c_noise = 0.25 * jnp.log(st)
     net = params.net()
-    if not params.precondition:
-        return net.apply(params.variables, x, c_noise)
-    sd = params.sigma_data
-    norm = jnp.sqrt(st * st + sd * sd)
-    xs = x / alpha
-    d = (sd * sd / (norm * norm)) * xs + (st * sd / norm) * net.apply(
-        params.variables, xs / norm, c_noise)
-    return convert(d, x, alpha, sigma, source="x0", target=params.target)
+    return predict(params, lambda xi, c: net.apply(params.variables, xi, c), x, t)
 
 __dir__ = _public_dir(__all__)

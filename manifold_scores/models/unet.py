@@ -50,11 +50,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from manifold_scores import _checks
 from manifold_scores._api import public_dir as _public_dir
 from manifold_scores._pytree import pytree_dataclass, static_field
 from manifold_scores.losses import _check_count, _check_process
-from manifold_scores.scores import PARAMETERISATIONS, convert
+from manifold_scores.models._edm import noise_embedding, preconditioning, predict
+from manifold_scores.scores import PARAMETERISATIONS
 
 __all__ = ["UNetParams", "Net", "apply", "conv2d", "init", "num_params", "preconditioning"]
 
@@ -149,11 +149,7 @@ class Net(nn.Module):
     @nn.compact
     def __call__(self, x, c_noise):
         dt = x.dtype
-        freqs = self.param("freqs", nn.initializers.normal(self.emb_scale),
-                           (self.emb_dim // 2,), dt)
-        freqs = jax.lax.stop_gradient(freqs)  # fixed random features of the noise level
-        ang = 2.0 * math.pi * freqs * c_noise
-        emb = jnp.concatenate([jnp.sin(ang), jnp.cos(ang)])
+        emb = noise_embedding(self, c_noise, self.emb_dim, self.emb_scale, dt)
         width = 4 * self.channels[0]
         emb = nn.silu(nn.Dense(width, param_dtype=dt)(emb))
         emb = nn.silu(nn.Dense(width, param_dtype=dt)(emb))
@@ -276,33 +272,18 @@ def num_params(params: UNetParams) -> int:
     return total - params.emb_dim // 2
 
 
-def preconditioning(sigma_tilde, sigma_data: float = 0.5):
-    """``(c_skip, c_out, c_in, c_noise)`` at the variance-exploding noise ``sigma_tilde``."""
-    st = jnp.asarray(sigma_tilde)
-    norm = jnp.sqrt(st * st + sigma_data * sigma_data)
-    return (sigma_data**2 / (norm * norm), st * sigma_data / norm, 1.0 / norm,
-            0.25 * jnp.log(st))
-
-
 def apply(params: UNetParams, x, t):
     """The prediction in ``params.target`` at one flat point ``x`` (shape ``(d,)``,
     ``d = H * W * C``) and time ``t``."""
     if jnp.shape(x) != (params.dim,):
         raise ValueError(f"x must have shape ({params.dim},) (a flat {params.shape} image), "
                          f"got {jnp.shape(x)}")
-    x = _checks.as_float_array(x, "x")
-    alpha = jnp.asarray(params.process.alpha(t), x.dtype)
-    sigma = jnp.asarray(params.process.sigma(t), x.dtype)
-    st = sigma / alpha
     net = params.net()
-    if not params.precondition:
-        return net.apply(params.variables, x.reshape(params.shape), 0.25 * jnp.log(st)
-                         ).reshape(-1)
-    c_skip, c_out, c_in, c_noise = preconditioning(st, params.sigma_data)
-    xs = x / alpha
-    f = net.apply(params.variables, (c_in * xs).reshape(params.shape), c_noise).reshape(-1)
-    d = c_skip * xs + c_out * f
-    return convert(d, x, alpha, sigma, source="x0", target=params.target)
+
+    def network(xi, c_noise):
+        return net.apply(params.variables, xi.reshape(params.shape), c_noise).reshape(-1)
+
+    return predict(params, network, x, t)
 
 
 __dir__ = _public_dir(__all__)
