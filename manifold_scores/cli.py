@@ -85,12 +85,20 @@ def _write_plot(table, directory: str) -> str | None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import io
+
     import matplotlib.pyplot as plt
+
+    from manifold_scores.experiments._plotting import DPI
 
     fig = exp.plot(table)
     path = os.path.join(directory, f"{table.experiment}.png")
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, dpi=max(DPI, fig.get_dpi()), format="png")
+    finally:
+        plt.close(fig)
+    atomic_write(path, buf.getvalue())
     return path
 
 

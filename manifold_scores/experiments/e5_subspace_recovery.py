@@ -70,7 +70,7 @@ import optax
 
 import manifold_scores as ms
 from manifold_scores import losses
-from manifold_scores.experiments import protocol
+from manifold_scores.experiments import _plotting, protocol
 from manifold_scores.experiments._registry import register
 from manifold_scores.experiments._table import Table, check_size
 from manifold_scores.models import lowrank
@@ -473,9 +473,9 @@ def plot(table: Table):
     curves = {tuple(k.split("|")): v for k, v in table.data["curves"].items()}
     methods = sorted({k[0] for k in curves}, key=lambda m: (m != "clustering", m))
     comps = sorted({int(k[3]) for k in curves})
-    fig, axes = plt.subplots(len(methods), len(comps), figsize=(3.6 * len(comps),
-                                                                2.9 * len(methods)),
-                             squeeze=False, sharex=True, sharey=True, dpi=110)
+    fig, axes = _plotting.subplots(len(methods), len(comps),
+                                   figsize=(3.6 * len(comps), 2.9 * len(methods)),
+                                   squeeze=False, sharex=True, sharey=True)
     ranks = sorted({int(k[1]) for k in curves})
     dims = sorted({int(k[2]) for k in curves})
     colours = dict(zip(ranks, plt.cm.viridis(np.linspace(0, 0.85, len(ranks))), strict=True))
@@ -498,9 +498,7 @@ def plot(table: Table):
                 ax.set_ylabel("success rate (error <= 0.1)")
             if any(not line.get_label().startswith("_") for line in ax.lines):
                 ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle("E5: subspace recovery against N_k / r (dashed: N_k = r)", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _plotting.finish(fig, "E5: subspace recovery against N_k / r (dashed: N_k = r)")
 
 
 register("E5", "Subspace-recovery phase transition of the MoLRG denoiser",

@@ -87,7 +87,7 @@ import optax
 
 import manifold_scores as ms
 from manifold_scores import losses
-from manifold_scores.experiments import protocol
+from manifold_scores.experiments import _plotting, protocol
 from manifold_scores.experiments._batched import batch_rows
 from manifold_scores.experiments._registry import register
 from manifold_scores.experiments._table import Table, check_size
@@ -479,14 +479,12 @@ def _list(values) -> str:
 def plot(table: Table):
     """Three panels against sigma: Jacobian rank, DSM loss per sigma, and the held-out loss
     during training."""
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import FixedLocator, LogFormatterMathtext, LogLocator, NullFormatter
 
     d = table.data
     sig = np.asarray(d["sigmas"])
     r, k, dim = d["rank"], d["comps"], d["dim"]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
-    fig.dpi = 110
+    fig, axes = _plotting.subplots(1, 3, figsize=(16, 5))
 
     ax = axes[0]
     ax.axvspan(*d["trained"], color="0.92", zorder=0, label="noise levels EDM trains (95%)")
@@ -545,11 +543,9 @@ def plot(table: Table):
             ax.yaxis.set_major_formatter("{x:g}")
             ax.yaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3, which="major")
-    fig.suptitle(f"E6: denoiser Jacobian rank, MoLRG K = {k}, r = {r}, d = {dim} "
-                 f"({d['steps']} EDM training steps, {seeds} seeds; grey: noise levels the "
-                 f"recipe trains)")
-    fig.tight_layout()
-    return fig
+    return _plotting.finish(fig, f"E6: denoiser Jacobian rank, MoLRG K = {k}, r = {r}, "
+                            f"d = {dim} ({d['steps']} EDM training steps, {seeds} seeds; grey: "
+                            f"noise levels the recipe trains)")
 
 
 register(

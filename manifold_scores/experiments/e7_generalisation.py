@@ -92,7 +92,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import manifold_scores as ms
-from manifold_scores.experiments import protocol
+from manifold_scores.experiments import _plotting, protocol
 from manifold_scores.experiments._batched import (
     edm_sigmas,
     heun_edm,
@@ -430,8 +430,7 @@ def plot(table: Table):
     score, band, dist = (np.asarray(d[k], float) for k in ("score", "band", "dist"))
     exact_dist, status = np.asarray(d["exact_dist"], float), np.asarray(d["status"])
     colours = dict(zip(ranks, plt.cm.viridis(np.linspace(0.0, 0.8, len(ranks))), strict=True))
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    fig.dpi = 110
+    fig, axes = _plotting.subplots(1, 3, figsize=(16, 4.8))
     a0, a1, a2 = axes
     seeds = score.shape[-1]
     jitter = np.exp(np.linspace(-0.06, 0.06, seeds))
@@ -489,10 +488,8 @@ def plot(table: Table):
         Line2D([], [], color="k", ls="--", label=f"rate {d['level']:g}"),
         Patch(color="grey", alpha=0.3, label="paper's U-Net: 50-60")],
         fontsize=7, loc="upper left")
-    fig.suptitle(f"E7: MLP denoisers on MoLRG (K = {COMPS}, d = {d['dim']}), "
-                 f"{seeds} seeds per point")
-    fig.tight_layout()
-    return fig
+    return _plotting.finish(fig, f"E7: MLP denoisers on MoLRG (K = {COMPS}, d = {d['dim']}), "
+                            f"{seeds} seeds per point")
 
 
 register(

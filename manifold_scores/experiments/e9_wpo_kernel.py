@@ -569,7 +569,7 @@ def _study(size, cfg, res):
         "positive", passed=bool(emp_mem.all() and np.all(emp_z < COPY_Z)),
         measured=f"memorises on {int(emp_mem.sum())}/{emp_mem.size} training sets; "
                  f"largest Z_U {np.nanmax(emp_z):.1f}; memorisation fraction "
-                 + ", ".join(f"{n}: {protocol.spread(o['empirical']['mem'])}"
+                 + ", ".join(f"{n}: {protocol.spread(o['empirical']['mem'], unit='runs')}"
                              for n, o in res.items()),
         expected=f"memorises on every set, Z_U < {COPY_Z:g}", key="empirical")
     f_in = np.concatenate([((o["fresh_mem"] >= o["mem_band"][..., 0])
@@ -649,7 +649,7 @@ def _study(size, cfg, res):
         f"{MEM_EXCESS}", key="memorisation",
         measured="; ".join(
             f"{n}: memorising {int(k_mem[n].sum())}/{k_mem[n].size}, fraction "
-            f"{protocol.spread(summ[n]['kernel']['mem'])} vs null band (median) "
+            f"{protocol.spread(summ[n]['kernel']['mem'], unit='runs')} vs null band (median) "
             f"[{bands[n][0]:.3f}, {bands[n][1]:.3f}]" for n in official),
         expected="no run memorises", test=not any(v.any() for v in k_mem.values()),
         seeds=seeds, null=(min(b[0] for b in bands.values()), max(b[1] for b in bands.values())),
@@ -657,7 +657,7 @@ def _study(size, cfg, res):
     study.claim(
         "the kernel model does not copy: no run's Z_U (nearest-training distances of samples "
         f"against held-out data) is below {COPY_Z:g}", key="copying",
-        measured="; ".join(f"{n}: Z_U {protocol.spread(k_z[n])}, below {COPY_Z:g}: "
+        measured="; ".join(f"{n}: Z_U {protocol.spread(k_z[n], unit='runs')}, below {COPY_Z:g}: "
                            f"{int(np.sum(k_z[n] < COPY_Z))}/{k_z[n].size}" for n in official),
         expected=f"Z_U >= {COPY_Z:g} on every run",
         test=bool(all(np.all(v >= COPY_Z) for v in k_z.values())), seeds=seeds,
@@ -697,11 +697,12 @@ def _study(size, cfg, res):
     study.observe("runs that reached the plateau criterion (official data)", conv_note,
                   "reported (the learning rate is constant, as in the official code)")
     study.observe("kernel optimisation certificate: ISM loss(trained) - loss(best isotropic "
-                  "KDE on the same centres), official data", f"{protocol.spread(cert)}",
+                  "KDE on the same centres), official data",
+                  str(protocol.spread(cert, unit="runs")),
                   "negative: better than a tuned KDE")
     comp = {m: np.concatenate([o["compile"][m].ravel() for o in res.values()]) for m in MODELS}
     study.observe("compilation seconds per run (not counted in the times)",
-                  ", ".join(f"{m} {protocol.spread(comp[m])}" for m in MODELS))
+                  ", ".join(f"{m} {protocol.spread(comp[m], unit='runs')}" for m in MODELS))
     data = {"ns": list(ns), "checkpoints": list(cfg["checkpoints"]), "seeds": seeds,
             "official": official, "results": res, "summary": summ,
             "stars": {n: list(v) for n, v in stars.items()}}

@@ -126,15 +126,17 @@ class Rate:
 
 @dataclasses.dataclass(frozen=True)
 class Spread:
-    """A median over seeds with the smallest and largest value."""
+    """A median over seeds (or over ``unit``: runs pooled across settings) with the smallest
+    and largest value."""
 
     median: float
     lo: float
     hi: float
     n: int
+    unit: str = "seeds"
 
     def __str__(self) -> str:
-        return f"{_num(self.median)} [{_num(self.lo)}, {_num(self.hi)}] ({self.n} seeds)"
+        return f"{_num(self.median)} [{_num(self.lo)}, {_num(self.hi)}] ({self.n} {self.unit})"
 
 
 def _num(v: float) -> str:
@@ -152,12 +154,16 @@ def rate(successes: Sequence[bool] | np.ndarray) -> Rate:
     return Rate(float(s.mean()) if s.size else math.nan, lo, hi, int(s.size))
 
 
-def spread(values: Sequence[float] | np.ndarray) -> Spread:
-    """Median and range of per-seed values (NaN stays NaN: a diverged seed is not dropped)."""
+def spread(values: Sequence[float] | np.ndarray, *, unit: str = "seeds") -> Spread:
+    """Median and range of per-seed values (NaN stays NaN: a diverged seed is not dropped).
+
+    ``unit`` names what is counted when the values pool more than seeds (``"runs"`` for seeds
+    times settings), so that a printed count never passes for a number of seeds.
+    """
     v = np.asarray(values, float).ravel()
     if v.size == 0 or np.any(np.isnan(v)):
-        return Spread(math.nan, math.nan, math.nan, int(v.size))
-    return Spread(float(np.median(v)), float(v.min()), float(v.max()), int(v.size))
+        return Spread(math.nan, math.nan, math.nan, int(v.size), unit)
+    return Spread(float(np.median(v)), float(v.min()), float(v.max()), int(v.size), unit)
 
 
 def null_band(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float]:

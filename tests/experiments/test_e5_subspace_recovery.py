@@ -12,6 +12,7 @@ import pytest
 
 import manifold_scores as ms
 from manifold_scores.experiments import e5_subspace_recovery as e5
+from manifold_scores.experiments._plotting import style_problems
 from manifold_scores.models import lowrank
 from tests.helpers import slow_except
 
@@ -113,6 +114,7 @@ def test_quick_run_verdicts_are_the_recorded_ones():
     table = ms.experiments.run("E5", "quick")
     review = ms.experiments.review(table)
     assert table.valid and review.ok, table.format()
+    assert style_problems(ms.experiments.plot(table)) == []
     for row in table.rows:
         if row.kind == "claim":
             assert row.evidence["seeds"] >= 3

@@ -12,6 +12,7 @@ import pytest
 import manifold_scores as ms
 from manifold_scores import losses
 from manifold_scores.experiments import e8_random_features as e8
+from manifold_scores.experiments._plotting import style_problems
 from manifold_scores.models import random_features as rf
 from tests.helpers import assert_rel_close
 
@@ -117,6 +118,7 @@ def test_quick_run_matches_its_record():
 
     rev = review(table)
     assert rev.ok, (rev, table.format())
+    assert style_problems(ms.experiments.plot(table)) == []
     for row in table.rows:
         if row.kind == "claim":
             assert row.evidence["seeds"] >= 3

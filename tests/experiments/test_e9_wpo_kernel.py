@@ -12,6 +12,7 @@ import pytest
 
 import manifold_scores as ms
 from manifold_scores.experiments import e9_wpo_kernel as e9
+from manifold_scores.experiments._plotting import style_problems
 from manifold_scores.models import kernel
 
 
@@ -101,3 +102,4 @@ def test_quick_run_matches_its_record():
 
     rev = review(table)
     assert rev.ok, (rev, table.format())
+    assert style_problems(ms.experiments.plot(table)) == []

@@ -29,6 +29,14 @@ def test_rate_spread_and_null_keep_nan():
     assert lo == pytest.approx(25.0) and hi == pytest.approx(975.0)
 
 
+def test_spread_names_what_it_counts():
+    values = np.array([[3.0, 1.0, 2.0], [6.0, 5.0, 4.0]])  # 2 settings x 3 seeds
+    assert str(protocol.spread(values[0])) == "2 [1, 3] (3 seeds)"
+    pooled = protocol.spread(values, unit="runs")
+    assert (pooled.median, pooled.lo, pooled.hi, pooled.n) == (3.5, 1.0, 6.0, 6)
+    assert str(pooled).endswith("(6 runs)")
+
+
 def test_verdict_rules():
     v = protocol.verdict
     assert v(True) == "holds" and v(False) == "does not hold" and v(None) == "inconclusive"
