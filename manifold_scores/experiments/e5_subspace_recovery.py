@@ -49,7 +49,7 @@ Extension beyond the paper (observation, full size): random, non-orthogonal subs
 spectral step on ``|X X^T|`` has no block structure to find.
 
 Sizes: quick: clustering on ``(r, d, K) in {(2, 32, 1), (2, 32, 2), (2, 32, 3), (4, 32, 2),
-(2, 128, 2)}``, 10 seeds; DSM on ``r = 2``, ``d = 32``, ``K in {1, 2}``, 3 seeds, 1000 steps.
+(2, 128, 2)}``, 10 seeds; DSM on ``r = 2``, ``d = 32``, ``K in {1, 2}``, 3 seeds, 600 steps.
 Full: clustering on ``r in {2, 4, 8}``, ``d in {32, 128, 512}``, ``K in {1, 2, 3}``, 10 seeds;
 DSM on ``r in {2, 4}``, ``d = 32``, ``K in {1, 2, 3}`` and on ``(r, d, K) = (2, 128, 2)``, 3
 seeds, 1500 steps (the low-rank kernel's float32 refinement runs for every point under
@@ -94,7 +94,7 @@ def _sizes(size):
     if size == "quick":
         return dict(cluster=[(2, 32, 1), (2, 32, 2), (2, 32, 3), (4, 32, 2), (2, 128, 2)],
                     cluster_seeds=10,
-                    dsm=[(2, 32, 1), (2, 32, 2)], dsm_seeds=3, steps=1000,
+                    dsm=[(2, 32, 1), (2, 32, 2)], dsm_seeds=3, steps=600,
                     random_subspaces=False)
     return dict(cluster=[(r, d, k) for r, d in itertools.product((2, 4, 8), (32, 128, 512))
                          for k in (1, 2, 3)],
