@@ -51,3 +51,22 @@ def test_prefactor_matches_next_term(table):
 @pytest.mark.slow
 def test_figure_style(table):
     assert _plotting.style_problems(ms.experiments.plot(table)) == []
+
+
+def test_molrg_points_keep_their_distance_from_the_intersection():
+    import jax
+    import jax.numpy as jnp
+
+    from manifold_scores.experiments import e1_geometry as e1
+
+    with jax.enable_x64(True):
+        m = ms.MoLRG.random(jax.random.key(3), dim=20, rank=2, num_components=3)
+        xs, p = e1._offset_points(m, jax.random.key(4), 256)
+        norms = np.asarray(jnp.linalg.norm(p, axis=1))
+        # on the union (each p lies in one subspace), the offset is DELTA and normal to all
+        own = np.max(np.linalg.norm(np.einsum("kdr,nd->nkr", np.asarray(m.bases), np.asarray(p)),
+                                    axis=2), axis=1)
+        off = np.linalg.norm(np.asarray(xs - p), axis=1)
+    assert norms.min() >= e1.R_MIN
+    np.testing.assert_allclose(own, norms, rtol=1e-10)
+    np.testing.assert_allclose(off, e1.DELTA, rtol=1e-10)
