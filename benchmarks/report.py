@@ -35,6 +35,7 @@ TITLES = {
     "samplers": "Samplers (fixed steps)",
     "likelihood": "Likelihood",
     "training": "Training steps",
+    "unet": "U-Net on images, against the same U-Net in PyTorch",
 }
 
 
@@ -157,6 +158,12 @@ def done_when(results: list[dict]) -> list[dict[str, Any]]:
                 3.0, missing="torch baseline not measured")
             add(f"ISM WPO kernel ({_shape(c['shape'])}): same loss to 1e-4 relative", row,
                 "loss_rel_diff", le, 1e-4, fmt="{:.1e}", missing="torch baseline not measured")
+    for c in results:
+        if c.get("family") == "unet" and c.get("case") in ("U-Net training step",
+                                                          "U-Net sampling"):
+            what = "training step" if c["case"].endswith("step") else "1000-step sampling"
+            add(f"U-Net {what} ({_shape(c['shape'])}): torch / ours >= 1 (at least as fast)",
+                _row(c, "torch"), "speedup", ge, 1.0, missing="torch baseline not measured")
     if not any(c.get("family") == "training" for c in results):
         checks.append({"claim": "ISM WPO kernel step >= 3x faster than torch, same loss",
                        "measured": "training cases not run", "holds": None})

@@ -80,3 +80,18 @@ def test_entry_point_tiny(tmp_path):
     assert {c["family"] for c in result["results"]} >= {"mixtures", "molrg", "samplers",
                                                         "likelihood"}
     assert (tmp_path / "bench_tiny.md").read_text().startswith("# Benchmark results")
+
+
+def test_unet_cases_get_their_table_and_goal():
+    import pathlib
+
+    result = json.loads((pathlib.Path(__file__).parents[1] / "benchmarks" / "results" /
+                         "unet_cpu.json").read_text())
+    checks = [c for c in report.done_when(result["results"]) if c["claim"].startswith("U-Net")]
+    assert len(checks) == 2
+    for c in checks:
+        case = next(k for k in result["results"] if k["case"].split()[1] in c["claim"])
+        torch_row = next(r for r in case["rows"] if r["impl"] == "torch")
+        assert c["value"] == torch_row["speedup"] and c["holds"] == (torch_row["speedup"] >= 1)
+    text = report.markdown(dict(result, done_when=checks))
+    assert "## U-Net on images" in text and "| U-Net training step: image=8x8x1" in text
