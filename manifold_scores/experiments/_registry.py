@@ -12,7 +12,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from manifold_scores.experiments._table import CLAIM, HOLDS, VERDICTS, Table, check_size
+from manifold_scores.experiments._table import CLAIM, HOLDS, SIZES, VERDICTS, Table, check_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +51,18 @@ def review(table: Table) -> Review:
     for r in table.rows:
         if r.kind != CLAIM:
             continue
-        expected = exp.recorded.get(r.key, (HOLDS, ""))[0]
+        expected = recorded_verdict(exp, r.key, table.size)
         if r.verdict != expected:
             changed.append((r.key, r.verdict, expected))
     return Review(failed, tuple(changed))
+
+
+def recorded_verdict(exp: Experiment, key: str, size: str) -> str:
+    """The verdict recorded for claim ``key`` at ``size`` ("holds" when nothing is recorded)."""
+    value = exp.recorded.get(key, (HOLDS, ""))
+    if isinstance(value, dict):
+        value = value.get(size, (HOLDS, ""))
+    return value[0]
 
 
 REGISTRY: dict[str, Experiment] = {}
@@ -66,13 +74,21 @@ def register(id: str, title: str, source: str, run: Callable[..., Table],
     """Add an experiment (ids are unique; registering one twice replaces it).
 
     ``recorded`` maps claim keys to ``(verdict, reason)``: what the library's own run found,
-    so that ``verify`` reports a change. Nothing is recorded as "does not hold" while its row
-    is inconclusive.
+    so that ``verify`` reports a change. Where the quick and full studies differ (a smaller
+    budget can leave a claim inconclusive), the value is a dict ``{"quick": (verdict, reason),
+    "full": (verdict, reason)}``; a size it does not name expects "holds". Nothing is recorded
+    as "does not hold" while its row is inconclusive.
     """
+    def valid(value):
+        return isinstance(value, tuple) and len(value) == 2 and value[0] in VERDICTS
+
     for key, value in (recorded or {}).items():
-        if not (isinstance(value, tuple) and len(value) == 2 and value[0] in VERDICTS):
+        per_size = value.values() if isinstance(value, dict) else [value]
+        if (isinstance(value, dict) and not set(value) <= set(SIZES)) or \
+                not all(valid(v) for v in per_size):
             raise ValueError(f"recorded[{key!r}] must be (verdict, reason) with a verdict in "
-                             f"{VERDICTS}, got {value!r}")
+                             f"{VERDICTS}, or a dict of those keyed by size {SIZES}, got "
+                             f"{value!r}")
     exp = Experiment(id, title, source, run, plot, dict(recorded or {}))
     REGISTRY[id] = exp
     return exp

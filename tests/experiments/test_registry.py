@@ -74,3 +74,23 @@ def test_compact_table_fits_100_columns_and_wide_keeps_one_line_per_row():
     assert "measured 3;" in compact  # an integer prints as one, not 3.000
     wide = table.format(wide=True).splitlines()
     assert len(wide) == 2 + len(rows) and max(len(line) for line in wide) > 100
+
+
+def test_records_can_differ_by_size():
+    def run(size="quick", *, seed=0):
+        return Table("SIZED", size, (Row("budget-bound", 0.5, "1", None, verdict="inconclusive",
+                                         key="k"),))
+
+    register("SIZED", "records per size", "tests", run, None,
+             recorded={"k": {"quick": ("inconclusive", "the quick budget is too small")}})
+    try:
+        quick, full = (ms.experiments.review(run(s)) for s in ("quick", "full"))
+        assert quick.ok
+        assert full.changed == (("k", "inconclusive", "holds"),)  # full expects "holds"
+        with pytest.raises(ValueError, match="keyed by size"):
+            register("SIZED", "bad", "tests", run, None,
+                     recorded={"k": {"medium": ("holds", "no such size")}})
+        with pytest.raises(ValueError, match="recorded"):
+            register("SIZED", "bad", "tests", run, None, recorded={"k": ("maybe", "")})
+    finally:
+        REGISTRY.pop("SIZED")
