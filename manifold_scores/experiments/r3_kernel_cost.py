@@ -26,11 +26,12 @@ the loss sees, repeated to a common count for every ``N`` (one compiled loop per
   ``L L^T + eps I`` with the official ``eps = 0.01``, ``L = MLP(z)`` (5 hidden tanh layers of
   64, PyTorch's default uniform initialisation, no rescaling), trained by implicit score
   matching at the terminal time. The first ``N / 2`` training digits are the centres, the other
-  ``N / 2`` the ISM samples (disjoint). The factor has rank ``q = d = 64``: the low-rank form
-  ``L L^T + eps I`` with ``q < d`` leaves ``d - q`` directions at precision ``eps``, i.e. a
-  standard deviation ``1 / sqrt(0.01) = 10`` per pixel, 12 times the digits' per-pixel RMS
-  (0.85), so with the official ``eps`` only ``q = d`` can put the kernels on the data. Samples
-  are drawn from the mixture directly;
+  ``N / 2`` the ISM samples (disjoint). The factor is E9's full lower-triangular ``64 x 64``
+  one (the official form, rank ``q = d``): the low-rank form ``L L^T + eps I`` with ``q < d``
+  (:func:`manifold_scores.models.kernel.init` with ``rank=q``) leaves ``d - q`` directions at
+  precision ``eps``, i.e. a standard deviation ``1 / sqrt(0.01) = 10`` per pixel, 12 times the
+  digits' per-pixel RMS (0.85), so with the official ``eps`` only ``q = d`` can put the kernels
+  on the data. Samples are drawn from the mixture directly;
 - **U-Net** (:mod:`manifold_scores.models.unet`, channels ``(8, 16)``, one block per level,
   41k parameters: a training step at batch 64 costs 30-40 ms on 2 CPU cores, between the kernel
   model's at ``N = 64`` and ``N = 256``; its own initialisation, the last convolution at zero),
@@ -87,7 +88,7 @@ for the kernel model: the runs a non-finite step stopped, the final ISM loss, th
 the learned precisions (median over centres of the smallest and largest), and the pixels that
 are constant over the training set: along a coordinate on which every ISM sample and every
 centre agree, the ISM loss falls without bound as the precision grows (the digits have 3 pixels
-that are 0 in every image and 17 grey levels), as E9 notes for its noiseless curve.
+that are blank in every image and 17 grey levels), as E9 notes for its noiseless curve.
 
 Controls:
 
@@ -624,11 +625,13 @@ register(
         "time_to_quality": (
             "inconclusive", "quick (50 steps, N = 32, 128): neither model reaches MMD^2 <= 2 x "
             "the permutation null's upper edge (about 0.019) at any N: the U-Net is at 0.05-0.09, "
-            "the kernel model (official eps = 0.01, full factors) at 1.1-1.2, above its untrained "
-            "0.56 of the U-Net: its ISM loss falls without bound along the pixels that are "
-            "constant over the training set while some directions keep precision eps "
-            "(standard deviation 10)"),
+            "the kernel model (official eps = 0.01, full factors) at 1.1-1.2, worse than the "
+            "untrained U-Net's 0.56. Full (800 steps, N = 64, 256, 1024): still neither; the "
+            "U-Net ends at 1.4 x the level (0.014 against 0.0098) at N = 256 and 1024, the kernel "
+            "model at 1.1-1.2 with 8 of 9 runs stopped by a non-finite step: its ISM loss falls "
+            "without bound along pixels constant over the training set while some directions "
+            "keep precision eps (standard deviation 10)"),
         "samples_to_quality": (
-            "inconclusive", "quick: N* is beyond the budget for both models (neither reaches "
-            "quality at the largest N)"),
+            "inconclusive", "quick and full: N* is beyond the budget for both models (neither "
+            "reaches quality at the largest N)"),
     })
