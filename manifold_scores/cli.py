@@ -15,7 +15,9 @@ Exit status means "the studies are valid and say what they said before": 0 when 
 passes and every verdict equals the one recorded for its claim in the registry (a claim that does
 not hold is a finding printed in the table, not an error, once it is recorded); 3 when a verdict
 differs from the recorded one; 4 when a control failed (the study cannot support its verdicts);
-2 for bad arguments; a crash, or a failure to write the results at the end, exits 1.
+2 for bad arguments; a crash, or a failure to write the results at the end, exits 1. An
+experiment whose optional dependencies are missing (the real-data studies R1-R3 need the ``data``
+extra) is skipped with a line naming the extra, and does not change the exit status.
 """
 
 from __future__ import annotations
@@ -185,10 +187,17 @@ def verify(quick: bool = False, json_path: str | None = None, plots: str | None 
                   file=sys.stderr)
             return 2
     start = time.perf_counter()
-    tables, reviews = [], []
+    tables, reviews, skipped = [], [], []
     for i, exp_id in enumerate(ids, 1):
         exp = experiments.get(exp_id)
         print(f"[{i}/{len(ids)}] {exp.id}: {exp.title} ({size}) ...", flush=True)
+        missing = exp.missing()
+        if missing:
+            extras = ",".join(missing)
+            skipped.append((exp.id, extras))
+            print(f"      skipped: needs the {extras} extra "
+                  f"(pip install \"manifold-scores[{extras}]\")", flush=True)
+            continue
         table = experiments.run(exp.id, size)
         tables.append(table)
         rv = experiments.review(table)
@@ -220,9 +229,13 @@ def verify(quick: bool = False, json_path: str | None = None, plots: str | None 
     print(f"\n{len(rows)} rows from {len(tables)} experiments in {elapsed:.1f} s on "
           f"{jax.devices()[0].platform}: {summary}"
           + (f" ({findings} claim(s) do not hold: findings)" if findings else ""))
+    if skipped:
+        print(f"{len(skipped)} experiment(s) skipped for a missing extra: "
+              + ", ".join(f"{e} ({x})" for e, x in skipped))
     if json_path:
         payload = {"size": size, "ok": ok, "failed_controls": failed,
                    "changed_verdicts": changed, "seconds": round(elapsed, 2),
+                   "skipped": [{"experiment": e, "extra": x} for e, x in skipped],
                    "platform": jax.devices()[0].platform, "version": ms.__version__,
                    "experiments": [t.to_dict() for t in tables]}
         try:

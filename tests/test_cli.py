@@ -8,7 +8,7 @@ import os
 import pytest
 
 from manifold_scores import cli
-from manifold_scores.experiments import REGISTRY, Row, Table, register
+from manifold_scores.experiments import REGISTRY, Row, Table, _registry, register
 
 
 @pytest.fixture
@@ -81,6 +81,18 @@ def test_verify_exit_status_means_the_studies_are_valid(studied, tmp_path, capsy
     studied["control"] = False  # a failed control: the study is invalid
     assert cli.main(["verify", "--quick", "--only", "STUDIED"]) == cli.CONTROL_FAILED == 4
     assert "CONTROL FAILED STUDIED shows the effect" in capsys.readouterr().out
+
+
+def test_verify_skips_an_experiment_whose_extra_is_missing(fake, tmp_path, capsys):
+    _registry.require(["FAKE"], [("a_module_that_is_not_installed", "data")])
+    out = tmp_path / "rows.json"
+    assert cli.main(["verify", "--quick", "--only", "FAKE", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert 'skipped: needs the data extra (pip install "manifold-scores[data]")' in text
+    assert "the claim" not in text
+    payload = json.loads(out.read_text())
+    assert payload["skipped"] == [{"experiment": "FAKE", "extra": "data"}]
+    assert payload["experiments"] == []
 
 
 def test_verify_writes_plots(fake, tmp_path):

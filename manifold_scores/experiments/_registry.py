@@ -18,9 +18,10 @@ from manifold_scores.experiments._table import CLAIM, HOLDS, SIZES, VERDICTS, Ta
 @dataclasses.dataclass(frozen=True)
 class Experiment:
     """A registered experiment: ``id`` (e.g. ``"E1"``), a title, the claim's source, the
-    ``run(size, seed=...)`` / ``plot(table)`` functions, and the verdicts recorded for its
-    claims: ``recorded[key] = (verdict, one-line reason)``; a claim without a record is
-    expected to hold."""
+    ``run(size, seed=...)`` / ``plot(table)`` functions, the verdicts recorded for its
+    claims (``recorded[key] = (verdict, one-line reason)``; a claim without a record is
+    expected to hold), and the optional modules it needs with the extra that installs them
+    (``requires = (("sklearn", "data"), ...)``)."""
 
     id: str
     title: str
@@ -28,6 +29,14 @@ class Experiment:
     run: Callable[..., Table]
     plot: Callable[[Table], object] | None = None
     recorded: dict = dataclasses.field(default_factory=dict)
+    requires: tuple[tuple[str, str], ...] = ()
+
+    def missing(self) -> tuple[str, ...]:
+        """The extras to install before this experiment can run (empty when it can)."""
+        import importlib.util
+
+        return tuple(dict.fromkeys(extra for module, extra in self.requires
+                                   if importlib.util.find_spec(module) is None))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,14 +79,15 @@ REGISTRY: dict[str, Experiment] = {}
 
 def register(id: str, title: str, source: str, run: Callable[..., Table],
              plot: Callable[[Table], object] | None = None,
-             recorded: dict | None = None) -> Experiment:
+             recorded: dict | None = None, requires=()) -> Experiment:
     """Add an experiment (ids are unique; registering one twice replaces it).
 
     ``recorded`` maps claim keys to ``(verdict, reason)``: what the library's own run found,
     so that ``verify`` reports a change. Where the quick and full studies differ (a smaller
     budget can leave a claim inconclusive), the value is a dict ``{"quick": (verdict, reason),
     "full": (verdict, reason)}``; a size it does not name expects "holds". Nothing is recorded
-    as "does not hold" while its row is inconclusive.
+    as "does not hold" while its row is inconclusive. ``requires`` lists ``(module, extra)``
+    pairs: ``verify`` skips the experiment, naming the extra, where a module is missing.
     """
     def valid(value):
         return isinstance(value, tuple) and len(value) == 2 and value[0] in VERDICTS
@@ -89,9 +99,18 @@ def register(id: str, title: str, source: str, run: Callable[..., Table],
             raise ValueError(f"recorded[{key!r}] must be (verdict, reason) with a verdict in "
                              f"{VERDICTS}, or a dict of those keyed by size {SIZES}, got "
                              f"{value!r}")
-    exp = Experiment(id, title, source, run, plot, dict(recorded or {}))
+    requires = tuple((str(m), str(e)) for m, e in requires)
+    exp = Experiment(id, title, source, run, plot, dict(recorded or {}), requires)
     REGISTRY[id] = exp
     return exp
+
+
+def require(ids, requires) -> None:
+    """Declare the optional modules (``(module, extra)`` pairs) that registered experiments
+    need, e.g. the real-data studies and the ``data`` extra."""
+    for id in ids:
+        exp = get(id)
+        REGISTRY[exp.id] = dataclasses.replace(exp, requires=exp.requires + tuple(requires))
 
 
 def get(id: str) -> Experiment:
