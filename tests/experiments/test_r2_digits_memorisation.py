@@ -96,9 +96,25 @@ def test_kde_ism_against_autodiff():
     assert 0.03 <= h <= 3.0
 
 
-def test_train_timed_needs_a_budget():
+def _quadratic(p, key, batch):
+    return jnp.mean(jnp.sum((batch - p) ** 2, -1))
+
+
+def test_train_timed_against_the_rows_mean():
+    rows = jnp.asarray(np.random.default_rng(6).normal(size=(32, 3)) + 2.0, jnp.float32)
+    p, recs, hist, comp = r2.train_timed(
+        _quadratic, jnp.zeros(3), jax.random.key(0), rows, batch=8, steps=3 * r2.CHUNK,
+        every=r2.CHUNK, evaluate=lambda q: jnp.sum((q - rows.mean(0)) ** 2))
+    # Adam at 2e-3 moves about 2e-3 per step towards the rows' mean (2 per coordinate)
+    assert [r[0] for r in recs] == [50, 100, 150] and hist.shape == (150,)
+    assert recs[-1][2] < recs[0][2] and np.all(np.diff([r[1] for r in recs]) >= 0)
+    assert rel_err(np.asarray(p), np.full(3, 0.3)) < 0.1 and comp >= 0
+    # a time budget stops after the chunk that reaches it
+    _, recs, hist, _ = r2.train_timed(_quadratic, jnp.zeros(3), jax.random.key(0), rows,
+                                      batch=8, seconds=1e-9, evaluate=lambda q: 0.0)
+    assert len(recs) == 1 and recs[0][0] == r2.CHUNK and hist.shape == (r2.CHUNK,)
     with pytest.raises(ValueError, match="steps or seconds"):
-        r2.train_timed(r2._mlp_loss, None, jax.random.key(0), jnp.zeros((4, 64)), batch=2)
+        r2.train_timed(_quadratic, jnp.zeros(3), jax.random.key(0), rows, batch=2)
 
 
 def _fake_result(ns, seeds, rng):
