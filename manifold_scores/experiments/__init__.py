@@ -16,6 +16,7 @@ Example:
 
 # Import order is registration order, the CLI's running order.
 from manifold_scores.experiments import (
+    _registry,
     core,
     e1_geometry,
     e2_error_tolerance,
@@ -27,6 +28,9 @@ from manifold_scores.experiments import (
     e8_random_features,
     e9_wpo_kernel,
     protocol,
+    r1_lowrank,
+    r2_digits_memorisation,
+    r3_kernel_cost,
 )
 from manifold_scores.experiments._registry import (
     REGISTRY,
@@ -40,8 +44,13 @@ from manifold_scores.experiments._registry import (
 )
 from manifold_scores.experiments._table import SIZES, Row, Table, format_rows
 
+# the real-data studies load scikit-learn's bundled data: without the data extra, verify skips
+# them and names the extra
+_registry.require(("R1", "R2", "R3"), (("sklearn", "data"), ("PIL", "data")))
+
 __all__ = ["REGISTRY", "SIZES", "Experiment", "Review", "Row", "Table", "format_rows", "get",
            "plot", "protocol", "register", "review", "run", "core", "e1_geometry",
            "e2_error_tolerance", "e3_tempered", "e4_inverse", "e5_subspace_recovery",
            "e6_jacobian_rank",
-           "e7_generalisation", "e8_random_features", "e9_wpo_kernel"]
+           "e7_generalisation", "e8_random_features", "e9_wpo_kernel", "r1_lowrank",
+           "r2_digits_memorisation", "r3_kernel_cost"]
