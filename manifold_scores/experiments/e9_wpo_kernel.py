@@ -385,15 +385,21 @@ def _mmd_null(data, key, repeats, bw):
 # ---------------------------------------------------------------------------------------------
 
 
-def train_with_checkpoints(model, params, key, data_rows, checkpoints, evaluate):
+def train_with_checkpoints(model, params, key, data_rows, checkpoints, evaluate, *,
+                           loss_fn=None):
     """Train ``model`` (``"kernel"`` or ``"MLP"``) on ``data_rows`` with the shared rule,
-    stopping at each step count in ``checkpoints`` to call ``evaluate(params, step)``.
+    stopping at each step count in ``checkpoints`` to call ``evaluate(params)``.
+
+    ``loss_fn(params, key, batch)``: the training loss, ``LOSSES[model]`` by default (another
+    study passes its own model's loss here; pass one function object across calls so that the
+    compiled loop is reused).
 
     Returns ``(params, records, losses, compile_seconds)``; each record holds the step, the
     cumulative training seconds after compilation and what ``evaluate`` returned.
     """
     n = data_rows.shape[0]
-    loop = training.make_loop(LOSSES[model], batch_size=min(BATCH, n), steps_per_call=CHUNK,
+    loss_fn = LOSSES[model] if loss_fn is None else loss_fn
+    loop = training.make_loop(loss_fn, batch_size=min(BATCH, n), steps_per_call=CHUNK,
                               ema_decay=0.0)
     state = training.init_state(params, OPTIMIZER)
     start = time.perf_counter()

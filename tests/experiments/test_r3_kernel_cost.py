@@ -49,18 +49,35 @@ def test_samples_to_quality_needs_every_larger_n():
 def test_comparison_rules():
     assert r3.compare_times(1.0, 2.0) == "kernel"
     assert r3.compare_times(3.0, 2.0) == "U-Net"
-    assert r3.compare_times(1.0, INF) == "budget"  # the U-Net might get there with more steps
-    assert r3.compare_times(INF, 2.0) == "U-Net"
-    assert r3.compare_times(INF, INF) is None
+    # one model beyond its budget: a win for the other only if it trained longer than the
+    # other needed (otherwise it might get there with more steps)
+    assert r3.compare_times(1.0, INF, 5.0, 0.5) == "budget"
+    assert r3.compare_times(1.0, INF, 5.0, 3.0) == "kernel"
+    assert r3.compare_times(INF, 2.0, 1.0, 9.0) == "budget"
+    assert r3.compare_times(INF, 2.0, 3.0, 9.0) == "U-Net"
+    assert r3.compare_times(INF, INF, 1.0, 1.0) is None
     assert r3.time_verdict(["kernel", None, "kernel"]) is True
     assert r3.time_verdict(["kernel", "budget"]) is None
     assert r3.time_verdict(["budget", "U-Net"]) is False
     assert r3.time_verdict([None, None]) is None
     assert r3.samples_verdict(64, 256) is True
     assert r3.samples_verdict(256, 256) is False
-    assert r3.samples_verdict(64, INF) is None
-    assert r3.samples_verdict(INF, 256) is False
-    assert r3.samples_verdict(INF, INF) is None
+    ns = (64, 256, 1024)
+    assert r3.samples_verdict(64, INF, ns, ["budget", "kernel", "kernel"]) is None
+    assert r3.samples_verdict(256, INF, ns, [None, "kernel", "kernel"]) is True
+    assert r3.samples_verdict(INF, 256, ns, [None, "U-Net", "U-Net"]) is False
+    assert r3.samples_verdict(INF, 256, ns, [None, "U-Net", "budget"]) is None
+    assert r3.samples_verdict(INF, INF, ns, [None, None, None]) is None
+
+
+def test_dequantise_is_one_grey_level_uniform_and_checked():
+    x = jnp.zeros((4000, 64))
+    y = np.asarray(r3.dequantise(jax.random.key(0), x), np.float64)
+    assert np.abs(y).max() <= 1 / 16 and y.std() == pytest.approx(1 / 16 / math.sqrt(3),
+                                                                   rel=0.01)
+    assert abs(y.mean()) < 1e-3
+    with pytest.raises(ValueError, match="x"):
+        r3.dequantise(jax.random.key(0), jnp.zeros(3, jnp.int32))
 
 
 def test_split_is_disjoint_and_checked():
@@ -112,13 +129,17 @@ def _fake_results(kernel_mmds, unet_mmds, ns=(64, 256), seeds=3, twin=0.001, ste
            "final_loss": {m: np.zeros(shape) for m in r3.MODELS},
            "stopped": {m: np.zeros(shape, bool) for m in r3.MODELS},
            "precision": np.ones(shape + (2,)), "constant": np.full(shape, 3),
+           "raw": {"stopped": np.array([True] + [False] * (seeds - 1)),
+                   "step": np.array([30] + [200] * (seeds - 1)),
+                   "final_loss": np.full(seeds, -1e6), "precision": np.ones((seeds, 2))},
            "samples": {"kernel": np.zeros((r3.GRID, 64)), "U-Net": np.ones((r3.GRID, 64)),
                        "held-out": -np.ones((r3.GRID, 64)), "N": ns[-1]}}
     for m, mmds, sps in (("kernel", kernel_mmds, 0.01), ("U-Net", unet_mmds, 0.02)):
         res["records"][m] = [[_records([step0] + list(mmds[j]), sps) for _ in range(seeds)]
                              for j in range(len(ns))]
         res["losses"][m] = [[np.linspace(1, 0, 200) for _ in range(seeds)] for _ in ns]
-    cfg = dict(ns=ns, checkpoints=(0, 50, 200), seeds=seeds, n_eval=150, null_repeats=100)
+    cfg = dict(ns=ns, checkpoints={m: [(0, 50, 200)] * len(ns) for m in r3.MODELS},
+               seeds=seeds, n_eval=150, null_repeats=100)
     return cfg, res
 
 
@@ -126,28 +147,36 @@ def test_tiny_table_and_figure():
     import matplotlib
 
     matplotlib.use("Agg")
-    # kernel at quality after 50 steps at N=256 only; the U-Net after 200 steps at both N
-    cfg, res = _fake_results([[0.05, 0.03], [0.005, 0.004]], [[0.05, 0.009], [0.02, 0.002]])
+    # kernel at quality after 50 steps at N=256 only; the U-Net after 50 steps at N=64 and
+    # 200 steps at N=256
+    cfg, res = _fake_results([[0.05, 0.03], [0.005, 0.004]], [[0.009, 0.009], [0.02, 0.002]])
     table = r3._study("quick", cfg, res)
     assert table.valid
     rows = {r.key: r for r in table.rows if r.kind == "claim"}
-    # N=64: U-Net only (a U-Net win); N=256: kernel 0.5 s < U-Net 4 s
+    # N=64: U-Net only, at 1 s, while the kernel trained 2 s (a U-Net win); N=256: kernel
+    # 0.5 s < U-Net 4 s
     assert rows["time_to_quality"].verdict == "does not hold"
+    assert rows["time_to_quality"].evidence["outcomes"] == ["U-Net", "kernel"]
+    # the U-Net at 200 steps (4 s) at N=64 is beyond the kernel's 2 s: no comparison there
     assert rows["samples_to_quality"].verdict == "does not hold"  # N* 256 vs 64
     assert rows["samples_to_quality"].evidence["seeds"] == 3
     fig = r3.plot(table)
     assert style_problems(fig) == []
     assert "N=256" in table.format() or "256" in r3.summary(table)
-    # the U-Net beyond the budget everywhere, the kernel at quality: both claims inconclusive
-    cfg, res = _fake_results([[0.005, 0.004], [0.005, 0.004]], [[0.05, 0.04], [0.05, 0.04]])
+    cfg, res = _fake_results([[0.05, 0.03], [0.005, 0.004]], [[0.05, 0.009], [0.02, 0.002]])
     rows = {r.key: r for r in r3._study("quick", cfg, res).rows if r.kind == "claim"}
     assert rows["time_to_quality"].verdict == "inconclusive"
-    assert rows["samples_to_quality"].verdict == "inconclusive"
+    # the U-Net beyond the budget everywhere after 4 s of training, the kernel at quality in
+    # 0.5 s: kernel wins (the U-Net trained longer than the kernel needed)
+    cfg, res = _fake_results([[0.005, 0.004], [0.005, 0.004]], [[0.05, 0.04], [0.05, 0.04]])
+    rows = {r.key: r for r in r3._study("quick", cfg, res).rows if r.kind == "claim"}
+    assert rows["time_to_quality"].verdict == "holds"
+    assert rows["samples_to_quality"].verdict == "holds"
     assert "beyond the budget" in rows["time_to_quality"].measured
 
 
 def test_controls_fail_on_bad_references():
-    cfg, res = _fake_results([[0.05, 0.03], [0.005, 0.004]], [[0.05, 0.009], [0.02, 0.002]],
+    cfg, res = _fake_results([[0.05, 0.03], [0.005, 0.004]], [[0.009, 0.009], [0.02, 0.002]],
                              twin=0.02, step0=0.001)
     table = r3._study("quick", cfg, res)
     controls = {r.key: r.holds for r in table.rows if r.kind == "control"}
