@@ -56,8 +56,9 @@ preconditioning, ``sigma_data = 0.5``, ``x0`` target) is trained by EDM-weighted
 with a time constant of a tenth of the run, whose weights are measured;
 :func:`manifold_scores.training.make_loop`, one model after another) on the digits' training split
 (3 seeds: split, initialisation and batches) and, the same way, on fresh draws of each split's
-Gaussian twin (3 seeds). At noise levels ``SIGMAS`` the rank (:func:`~manifold_scores.metrics.
-jacobian_rank`, 0.99 Frobenius energy, the rule of the paper's code) of ``dD / dx`` is measured
+Gaussian twin (3 seeds). At noise levels ``SIGMAS`` the rank
+(:func:`~manifold_scores.metrics.jacobian_rank`, 0.99 Frobenius energy, the rule of the paper's
+code) of ``dD / dx`` is measured
 at held-out points ``x0 + sigma eps`` (digits' held-out rows for the digits' networks, fresh
 twin draws for the twin's), median over points, per seed. The exact denoiser of the twin is
 linear, ``mu + Sigma (Sigma + sigma^2 I)^-1 (x - mu)``: its rank is a closed form and is
