@@ -81,6 +81,12 @@ def conv2d(x, kernel):
     outside one; the forward convolution is not affected. The tangent rule writes the
     convolution as neighbourhoods times a matrix, whose transposes are matrix products, pads
     and slices; forward mode (``jax.jvp``) works too.
+
+    Known problem: on XLA:CPU (jax 0.10.2), ``jax.vmap(jax.jacfwd(...))`` of a whole U-Net over
+    8 or more points returned values of order 1e31 where ``jax.jacrev``, ``jax.lax.map`` over
+    the points, or fewer points agree with finite differences (a single convolution is
+    right under the same transforms). Take Jacobians with ``jax.jacrev`` or one point at a
+    time until this is resolved.
     """
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMS)
 
