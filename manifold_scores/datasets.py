@@ -37,9 +37,14 @@ import numpy as np
 
 from manifold_scores._api import public_dir as _public_dir
 
-__all__ = ["Dataset", "EXTRA_HINT", "VARIANCE_FLOOR", "digits", "image_patches", "load_array"]
+__all__ = ["Dataset", "EXTRA_HINT", "REQUIRES", "VARIANCE_FLOOR", "digits", "image_patches",
+           "load_array"]
 
 EXTRA_HINT = 'pip install "manifold-scores[data]"'
+
+#: ``(module, extra)`` pairs that :func:`digits` and :func:`image_patches` need (what an
+#: experiment on them declares, so that ``verify`` can skip it and name the extra)
+REQUIRES = (("sklearn", "data"), ("PIL", "data"))
 
 # Contrast normalisation floor on the patch variance, in units of [0, 1] intensities: the
 # "+ 10" of Coates, Lee and Ng (2011, "An analysis of single-layer networks in unsupervised

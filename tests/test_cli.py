@@ -8,7 +8,7 @@ import os
 import pytest
 
 from manifold_scores import cli
-from manifold_scores.experiments import REGISTRY, Row, Table, _registry, register
+from manifold_scores.experiments import REGISTRY, Row, Table, register
 
 
 @pytest.fixture
@@ -84,7 +84,9 @@ def test_verify_exit_status_means_the_studies_are_valid(studied, tmp_path, capsy
 
 
 def test_verify_skips_an_experiment_whose_extra_is_missing(fake, tmp_path, capsys):
-    _registry.require(["FAKE"], [("a_module_that_is_not_installed", "data")])
+    exp = REGISTRY["FAKE"]
+    register("FAKE", exp.title, exp.source, exp.run, exp.plot,
+             requires=[("a_module_that_is_not_installed", "data")])
     out = tmp_path / "rows.json"
     assert cli.main(["verify", "--quick", "--only", "FAKE", "--json", str(out)]) == 0
     text = capsys.readouterr().out

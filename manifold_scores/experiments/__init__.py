@@ -16,7 +16,6 @@ Example:
 
 # Import order is registration order, the CLI's running order.
 from manifold_scores.experiments import (
-    _registry,
     core,
     e1_geometry,
     e2_error_tolerance,
@@ -43,10 +42,6 @@ from manifold_scores.experiments._registry import (
     run,
 )
 from manifold_scores.experiments._table import SIZES, Row, Table, format_rows
-
-# the real-data studies load scikit-learn's bundled data: without the data extra, verify skips
-# them and names the extra
-_registry.require(("R1", "R2", "R3"), (("sklearn", "data"), ("PIL", "data")))
 
 __all__ = ["REGISTRY", "SIZES", "Experiment", "Review", "Row", "Table", "format_rows", "get",
            "plot", "protocol", "register", "review", "run", "core", "e1_geometry",

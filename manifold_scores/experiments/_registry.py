@@ -105,14 +105,6 @@ def register(id: str, title: str, source: str, run: Callable[..., Table],
     return exp
 
 
-def require(ids, requires) -> None:
-    """Declare the optional modules (``(module, extra)`` pairs) that registered experiments
-    need, e.g. the real-data studies and the ``data`` extra."""
-    for id in ids:
-        exp = get(id)
-        REGISTRY[exp.id] = dataclasses.replace(exp, requires=exp.requires + tuple(requires))
-
-
 def get(id: str) -> Experiment:
     """The experiment with this id (case-insensitive); ``ValueError`` if unknown."""
     for key, exp in REGISTRY.items():

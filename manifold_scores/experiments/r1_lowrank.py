@@ -106,7 +106,7 @@ import numpy as np
 import optax
 
 import manifold_scores as ms
-from manifold_scores import losses, training
+from manifold_scores import datasets, losses, training
 from manifold_scores.experiments import _plotting, protocol
 from manifold_scores.experiments._registry import register
 from manifold_scores.experiments._table import Table, check_size
@@ -749,7 +749,8 @@ def pictures(table: Table):
 
 
 register(
-    "R1", "Low-rank structure of real images", "arXiv 2409.02426", run, plot, recorded={
+    "R1", "Low-rank structure of real images", "arXiv 2409.02426", run, plot,
+    requires=datasets.REQUIRES, recorded={
         "union.patches": (
             "does not hold",
             "8 x 8 grey patches, (K, r) = (10, 4): held-out gain over PCA-r 0.051-0.072 over 3 "

@@ -112,7 +112,7 @@ import numpy as np
 import optax
 
 import manifold_scores as ms
-from manifold_scores import losses
+from manifold_scores import datasets, losses
 from manifold_scores.experiments import _plotting, protocol
 from manifold_scores.experiments import e9_wpo_kernel as e9
 from manifold_scores.experiments._batched import (
@@ -304,9 +304,8 @@ def null_fractions(hits, n, repeats, rng):
     return hits[rng.integers(0, hits.size, (repeats, n))].mean(1)
 
 
-def memorises(frac, band, median):
-    """E9's rule: above the null band and more than ``MEM_EXCESS`` above its median."""
-    return e9.memorises(frac, band, median)
+#: E9's rule: above the null band and more than ``MEM_EXCESS`` above its median
+memorises = e9.memorises
 
 
 # ---------------------------------------------------------------------------------------------
@@ -784,7 +783,7 @@ def plot(table: Table):
 
 register(
     "R2", "Memorisation and generalisation on digits; U-Net against MLP",
-    "arXiv 2310.02557, arXiv 2402.06162", run, plot, recorded={
+    "arXiv 2310.02557, arXiv 2402.06162", run, plot, requires=datasets.REQUIRES, recorded={
         "kernel_vs_networks": {
             # full: holds: the U-Net memorises at n = 32 (fraction 0.31, 3/3 seeds, null band
             # [0, 0]) and nowhere else, the MLP nowhere, the kernel model in 0/9 runs

@@ -147,7 +147,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import manifold_scores as ms
-from manifold_scores import losses
+from manifold_scores import datasets, losses
 from manifold_scores.experiments import e9_wpo_kernel as e9
 from manifold_scores.experiments import protocol
 from manifold_scores.experiments._batched import edm_sigmas, heun_edm
@@ -291,16 +291,13 @@ def _mmd(samples, ref, bw) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def time_to_quality(records, level) -> tuple[float, float]:
-    """``(seconds, steps)`` at the first record with ``mmd <= level``; ``(inf, inf)`` when none
-    (beyond the budget). A NaN ``MMD^2`` never qualifies."""
-    return e9._first_quality(records, level)
+#: ``(seconds, steps)`` at the first record with ``mmd <= level``; ``(inf, inf)`` when none
+#: (beyond the budget); a NaN ``MMD^2`` never qualifies. E9's rule.
+time_to_quality = e9._first_quality
 
-
-def samples_to_quality(ns, times) -> float:
-    """``N*``: the smallest ``N`` from which at least half of the seeds reach quality at every
-    larger ``N`` (``times``: ``(len(ns), seeds)``, ``inf`` where not reached)."""
-    return e9._n_star(ns, np.asarray(times, float))
+#: ``N*``: the smallest ``N`` from which at least half of the seeds reach quality at every
+#: larger ``N`` (``times``: ``(len(ns), seeds)``, ``inf`` where not reached). E9's rule.
+samples_to_quality = e9._n_star
 
 
 def compare_times(t_kernel, t_unet, budget_kernel=math.inf, budget_unet=math.inf) -> str | None:
@@ -729,7 +726,7 @@ def plot(table: Table):
 
 register(
     "R3", "WPO kernel model on digits: time and samples to quality", "arXiv 2402.06162",
-    run, plot, recorded={
+    run, plot, requires=datasets.REQUIRES, recorded={
         "time_to_quality": {
             "quick": ("inconclusive", "50 steps on the dequantised digits (N = 32, 128): neither "
                       "model reaches MMD^2 <= 2 x the permutation null's upper edge (about 0.019) "
