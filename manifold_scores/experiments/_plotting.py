@@ -69,6 +69,27 @@ def finish(fig, title: str | None = None):
     return fig
 
 
+def tile(images, cols: int, *, rows: int | None = None, shape=(8, 8), fill=float("nan")):
+    """Flat images (``(n, h * w)`` or ``(n, h, w)``) laid out row by row on a ``rows x cols``
+    grid for one ``imshow``, one pixel of ``fill`` between cells (and in empty cells).
+
+    Example:
+        >>> import numpy as np
+        >>> tile(np.ones((3, 4)), 2, shape=(2, 2), fill=0.0).shape
+        (5, 5)
+    """
+    import numpy as np
+
+    h, w = shape
+    imgs = np.asarray(images, float).reshape(-1, h, w)
+    rows = -(-len(imgs) // cols) if rows is None else rows
+    out = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), fill)
+    for i, im in enumerate(imgs[: rows * cols]):
+        r, c = divmod(i, cols)
+        out[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = im
+    return out
+
+
 def style_problems(fig) -> list[str]:
     """What a figure lacks under the shared style (empty when it passes).
 

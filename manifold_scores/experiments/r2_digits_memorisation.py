@@ -702,15 +702,13 @@ COLOURS = {"U-Net": "C0", "MLP": "C3", "kernel": "C2", "empirical": "C1"}
 def _mosaic(grid_by_n, m):
     """Rows: samples of model ``m`` and, under each, its nearest training digit; one pair of
     rows per ``N``, separated by a blank line."""
+    width = 6 * 9 - 1
     blocks = []
     for g in grid_by_n.values():
         for part in ("samples", "nearest"):
-            imgs = np.asarray(g[m][part]).reshape(-1, 8, 8)
-            row = np.full((8, 6 * 9 - 1), np.nan)
-            for i, im in enumerate(imgs[:6]):
-                row[:, 9 * i: 9 * i + 8] = im
-            blocks += [row, np.full((1, 6 * 9 - 1), np.nan)]
-        blocks[-1] = np.full((4, 6 * 9 - 1), np.nan)
+            blocks += [_plotting.tile(np.asarray(g[m][part])[:6], 6, rows=1),
+                       np.full((1, width), np.nan)]
+        blocks[-1] = np.full((4, width), np.nan)
     return np.concatenate(blocks[:-1], 0)
 
 

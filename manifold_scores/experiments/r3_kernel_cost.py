@@ -148,8 +148,8 @@ import numpy as np
 
 import manifold_scores as ms
 from manifold_scores import datasets, losses
+from manifold_scores.experiments import _plotting, protocol
 from manifold_scores.experiments import e9_wpo_kernel as e9
-from manifold_scores.experiments import protocol
 from manifold_scores.experiments._batched import edm_sigmas, heun_edm
 from manifold_scores.experiments._registry import register
 from manifold_scores.experiments._table import Table, check_size
@@ -629,12 +629,8 @@ COLOURS = {"kernel": "C0", "U-Net": "C3", "copies": "C2"}
 
 
 def _mosaic(images, side=5):
-    imgs = np.clip(np.asarray(images, float).reshape(-1, 8, 8), -1.0, 1.0)[: side * side]
-    out = np.zeros((side * 9 - 1, side * 9 - 1))  # mid-grey separators
-    for i, im in enumerate(imgs):
-        r, c = divmod(i, side)
-        out[r * 9:r * 9 + 8, c * 9:c * 9 + 8] = im
-    return out
+    imgs = np.clip(np.asarray(images, float), -1.0, 1.0)[: side * side]
+    return _plotting.tile(imgs, side, rows=side, fill=0.0)  # mid-grey separators
 
 
 def plot(table: Table):
@@ -644,8 +640,6 @@ def plot(table: Table):
     the U-Net (seed 0, largest N, last checkpoint) beside held-out digits."""
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    from manifold_scores.experiments import _plotting
 
     d = table.data
     res, summ, ns = d["results"], d["summary"], d["ns"]
