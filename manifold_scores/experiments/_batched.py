@@ -26,7 +26,7 @@ import manifold_scores as ms
 from manifold_scores import losses
 from manifold_scores.models import mlp
 
-__all__ = ["pad_sets", "batch_rows", "train_mlps", "sample_edm", "edm_sigmas"]
+__all__ = ["pad_sets", "batch_rows", "train_mlps", "sample_edm", "sample_one", "edm_sigmas"]
 
 
 def pad_sets(sets: list[np.ndarray]) -> tuple[jax.Array, jax.Array]:
@@ -111,6 +111,15 @@ def heun_edm(denoise, x, sigmas):
 
     x, _ = jax.lax.scan(step, x, (sigmas[:-1], sigmas[1:]))
     return d_batch(x, sigmas[-1])
+
+
+@functools.partial(jax.jit, static_argnames=("apply", "n", "steps"))
+def sample_one(key, apply, params, *, n: int, steps: int = 32):
+    """``n`` float32 PF-ODE samples (EDM grid, Heun) of one network ``apply(params, x, sigma)``
+    predicting ``x0`` on flat points of size ``params.dim``."""
+    sigmas = jnp.asarray(edm_sigmas(steps), jnp.float32)
+    x0 = sigmas[0] * jax.random.normal(key, (n, params.dim), sigmas.dtype)
+    return heun_edm(lambda y, s: apply(params, y, s), x0, sigmas)
 
 
 @functools.partial(jax.jit, static_argnames=("n", "steps"))

@@ -112,7 +112,7 @@ import optax
 import manifold_scores as ms
 from manifold_scores import losses, training
 from manifold_scores.experiments import protocol
-from manifold_scores.experiments._batched import edm_sigmas, heun_edm
+from manifold_scores.experiments._batched import edm_sigmas, heun_edm, sample_one
 from manifold_scores.experiments._registry import register
 from manifold_scores.experiments._table import Table, check_size
 from manifold_scores.models import kernel, mlp
@@ -277,11 +277,8 @@ def sample_kernel(key, params, *, n):
     return params.centres[i] + jnp.einsum("nij,nj->ni", chol[i], xi)
 
 
-@functools.partial(jax.jit, static_argnames=("n",))
 def sample_mlp(key, params, *, n):
-    sigmas = jnp.asarray(edm_sigmas(ODE_STEPS), jnp.float32)
-    x0 = sigmas[0] * jax.random.normal(key, (n, params.dim), sigmas.dtype)
-    return heun_edm(lambda y, s: mlp.apply(params, y, s), x0, sigmas)
+    return sample_one(key, mlp.apply, params, n=n, steps=ODE_STEPS)
 
 
 @functools.partial(jax.jit, static_argnames=("n",))

@@ -117,9 +117,8 @@ from manifold_scores.experiments import _plotting, protocol
 from manifold_scores.experiments import e9_wpo_kernel as e9
 from manifold_scores.experiments._batched import (
     batch_rows,
-    edm_sigmas,
-    heun_edm,
     sample_edm,
+    sample_one,
     train_mlps,
 )
 from manifold_scores.experiments._registry import register
@@ -179,12 +178,9 @@ def heldout_loss(params, x0, *, apply):
                       weighting="edm", time_sampler="edm")
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "n"))
 def sample_net(key, params, *, apply, n):
     """``n`` Heun PF-ODE samples of one network (EDM grid, ``ODE_STEPS`` steps)."""
-    sigmas = jnp.asarray(edm_sigmas(ODE_STEPS), jnp.float32)
-    x0 = sigmas[0] * jax.random.normal(key, (n, DIM), sigmas.dtype)
-    return heun_edm(lambda y, s: apply(params, y, s), x0, sigmas)
+    return sample_one(key, apply, params, n=n, steps=ODE_STEPS)
 
 
 @functools.partial(jax.jit, static_argnames=("apply",))

@@ -150,7 +150,7 @@ import manifold_scores as ms
 from manifold_scores import datasets, losses
 from manifold_scores.experiments import _plotting, protocol
 from manifold_scores.experiments import e9_wpo_kernel as e9
-from manifold_scores.experiments._batched import edm_sigmas, heun_edm
+from manifold_scores.experiments._batched import sample_one
 from manifold_scores.experiments._registry import register
 from manifold_scores.experiments._table import Table, check_size
 from manifold_scores.models import kernel, unet
@@ -262,12 +262,9 @@ def _kernel_loss(p, key, batch):
 LOSSES = {"kernel": _kernel_loss, "U-Net": _unet_loss, "kernel, raw digits": e9.LOSSES["kernel"]}
 
 
-@functools.partial(jax.jit, static_argnames=("n",))
 def sample_unet(key, params, *, n):
     """``n`` Heun PF-ODE samples of the U-Net on the EDM grid (``ODE_STEPS`` steps)."""
-    sigmas = jnp.asarray(edm_sigmas(ODE_STEPS), jnp.float32)
-    x0 = sigmas[0] * jax.random.normal(key, (n, params.dim), sigmas.dtype)
-    return heun_edm(lambda y, s: unet.apply(params, y, s), x0, sigmas)
+    return sample_one(key, unet.apply, params, n=n, steps=ODE_STEPS)
 
 
 def precision_extremes(params) -> tuple[float, float]:
